@@ -1,0 +1,30 @@
+# The two commands of the README:
+#   make demo   set up and run the main job
+#   make test   install and run the tests (what .ci/run calls)
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+export RECSYS_DATA_DIR ?= $(abspath ../shared/data)
+
+.PHONY: install test lint demo bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest
+
+demo: install
+	$(BIN)/recsys demo
+
+clean:
+	rm -rf $(VENV) artifacts runs reports

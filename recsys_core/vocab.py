@@ -1,0 +1,91 @@
+"""Id vocabularies: raw string ids at the edges, dense integer ``*_idx`` inside.
+
+An index never leaves the vocabulary that made it; callers choose what a miss does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from recsys_core.errors import UnknownMovie, UnknownUser
+
+OnMissing = Literal["raise", "drop", "minus_one"]
+IdxArray = npt.NDArray[np.int64]
+
+
+class Vocabulary:
+    """Maps raw ids (strings) to dense indexes ``0..n-1`` and back."""
+
+    __slots__ = ("_ids", "_index", "kind")
+
+    def __init__(self, ids: Iterable[str], kind: Literal["movie", "user"] = "movie") -> None:
+        self._ids: tuple[str, ...] = tuple(str(i) for i in ids)
+        self._index: dict[str, int] = {raw: idx for idx, raw in enumerate(self._ids)}
+        if len(self._index) != len(self._ids):
+            raise ValueError(f"duplicate ids in {kind} vocabulary")
+        self.kind = kind
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, raw_id: object) -> bool:
+        return raw_id in self._index
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Vocabulary) and self._ids == other._ids
+
+    def __hash__(self) -> int:
+        return hash(self._ids)
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return self._ids
+
+    def _missing(self, raw_id: str) -> Exception:
+        return UnknownMovie(raw_id) if self.kind == "movie" else UnknownUser(raw_id)
+
+    def index(self, raw_id: str) -> int:
+        """The index of one raw id; raises ``UnknownMovie``/``UnknownUser`` on a miss."""
+        try:
+            return self._index[raw_id]
+        except KeyError:
+            raise self._missing(raw_id) from None
+
+    def get(self, raw_id: str) -> int | None:
+        return self._index.get(raw_id)
+
+    def indices(self, raw_ids: Iterable[str], on_missing: OnMissing = "raise") -> IdxArray:
+        """Indexes of many raw ids; ``on_missing`` says whether a miss raises, is dropped
+        or becomes -1 (which numpy would silently read as the last row: callers must mask)."""
+        out: list[int] = []
+        for raw in raw_ids:
+            idx = self._index.get(raw)
+            if idx is None:
+                if on_missing == "raise":
+                    raise self._missing(raw)
+                if on_missing == "drop":
+                    continue
+                idx = -1
+            out.append(idx)
+        return np.asarray(out, dtype=np.int64)
+
+    def raw(self, idx: int) -> str:
+        if idx < 0 or idx >= len(self._ids):
+            raise IndexError(f"{self.kind} index {idx} out of range 0..{len(self._ids) - 1}")
+        return self._ids[idx]
+
+    def raws(self, idxs: Sequence[int] | npt.NDArray[np.integer]) -> list[str]:
+        return [self.raw(int(i)) for i in idxs]
+
+    def to_array(self) -> npt.NDArray[np.str_]:
+        return np.asarray(self._ids, dtype=np.str_)
+
+    @classmethod
+    def from_array(
+        cls, arr: npt.NDArray[np.str_], kind: Literal["movie", "user"] = "movie"
+    ) -> Vocabulary:
+        return cls((str(x) for x in arr.tolist()), kind=kind)
