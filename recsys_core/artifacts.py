@@ -1,0 +1,229 @@
+"""The model bundle: what the trainer publishes and every role loads.
+
+A bundle is a directory ``v{version}/`` holding ``arrays.npz`` (numpy arrays only, loaded
+with ``allow_pickle=False``) and ``manifest.json`` (version, parameters, data window,
+metrics, blend weights, code version). :func:`load_bundle` checks the format version and
+every array's shape against the vocabulary, and fails with :class:`ArtifactError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from recsys_core.errors import ArtifactError
+from recsys_core.vocab import Vocabulary
+
+FORMAT_VERSION = 1
+ARRAYS_FILE = "arrays.npz"
+MANIFEST_FILE = "manifest.json"
+
+F32 = npt.NDArray[np.float32]
+
+#: arrays every bundle has, with the first dimension each must match ("items" or None)
+REQUIRED_ARRAYS: dict[str, str | None] = {
+    "movie_ids": "items",
+    "titles": "items",
+    "years": "items",
+    "genres": "items",
+    "item_factors": "items",
+    "yty": None,
+    "popularity": "items",
+    "content_vectors": "items",
+    "neighbor_indptr": None,
+    "neighbor_indices": None,
+    "neighbor_scores": None,
+    "session_indptr": None,
+    "session_indices": None,
+    "session_scores": None,
+    "rating_item_bias": "items",
+    "rating_item_factors": "items",
+}
+
+
+@dataclass
+class ModelBundle:
+    """Every array and parameter needed to score, rank, explain and predict ratings."""
+
+    version: int
+    movies: Vocabulary
+    titles: npt.NDArray[np.str_]
+    years: npt.NDArray[np.int32]  # 0 where unknown
+    genres: npt.NDArray[np.str_]  # '|'-joined per movie
+    item_factors: F32  # ALS item factors, (n_items, k)
+    yty: npt.NDArray[np.float64]  # item_factors.T @ item_factors, (k, k)
+    popularity: F32  # in [0, 1], (n_items,)
+    content_vectors: F32  # unit rows, (n_items, d); zero rows for movies without metadata
+    neighbor_indptr: npt.NDArray[np.int64]  # CSR of the item-to-item model, (n_items + 1,)
+    neighbor_indices: npt.NDArray[np.int32]
+    neighbor_scores: F32
+    session_indptr: npt.NDArray[np.int64]  # CSR of the co-watched-in-one-sitting model
+    session_indices: npt.NDArray[np.int32]
+    session_scores: F32
+    rating_item_bias: F32
+    rating_item_factors: F32
+    manifest: dict[str, Any] = field(default_factory=dict)
+    #: optional arrays such as ``attr_*`` used for explanations
+    extra: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.movies)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.manifest.get("params", {}))
+
+    def csr(
+        self, name: str
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], F32]:
+        """``(indptr, indices, scores)`` of the ``neighbor`` or ``session`` item-to-item model."""
+        if name == "neighbor":
+            return self.neighbor_indptr, self.neighbor_indices, self.neighbor_scores
+        if name == "session":
+            return self.session_indptr, self.session_indices, self.session_scores
+        raise KeyError(name)
+
+    def arrays(self) -> dict[str, npt.NDArray[Any]]:
+        out: dict[str, npt.NDArray[Any]] = {
+            "movie_ids": self.movies.to_array(),
+            "titles": self.titles,
+            "years": self.years,
+            "genres": self.genres,
+            "item_factors": self.item_factors,
+            "yty": self.yty,
+            "popularity": self.popularity,
+            "content_vectors": self.content_vectors,
+            "neighbor_indptr": self.neighbor_indptr,
+            "neighbor_indices": self.neighbor_indices,
+            "neighbor_scores": self.neighbor_scores,
+            "session_indptr": self.session_indptr,
+            "session_indices": self.session_indices,
+            "session_scores": self.session_scores,
+            "rating_item_bias": self.rating_item_bias,
+            "rating_item_factors": self.rating_item_factors,
+        }
+        out.update({f"extra__{k}": v for k, v in self.extra.items()})
+        return out
+
+
+def _check(cond: bool, path: Path, message: str) -> None:
+    if not cond:
+        raise ArtifactError(f"{path}: {message}")
+
+
+def validate(bundle: ModelBundle, where: Path | str = "<memory>") -> None:
+    """Shapes and internal consistency; raises :class:`ArtifactError`."""
+    p = Path(where)
+    n = bundle.n_items
+    for name, dim in REQUIRED_ARRAYS.items():
+        arr = bundle.arrays()[name]
+        if dim == "items":
+            _check(arr.shape[0] == n, p, f"{name} has {arr.shape[0]} rows, expected {n}")
+    k = bundle.item_factors.shape[1]
+    _check(bundle.yty.shape == (k, k), p, f"yty has shape {bundle.yty.shape}, expected {(k, k)}")
+    for name in ("neighbor", "session"):
+        indptr, indices, scores = bundle.csr(name)
+        _check(indptr.shape == (n + 1,), p, f"{name}_indptr does not match items")
+        nnz = int(indptr[-1]) if n else 0
+        _check(
+            indices.shape == (nnz,) and scores.shape == (nnz,),
+            p,
+            f"{name} arrays do not match {name}_indptr",
+        )
+        if nnz:
+            _check(
+                int(indices.min()) >= 0 and int(indices.max()) < n,
+                p,
+                f"{name} index out of range",
+            )
+    for name in ("item_factors", "content_vectors", "rating_item_factors", "popularity"):
+        _check(bool(np.isfinite(bundle.arrays()[name]).all()), p, f"{name} has NaN or inf")
+
+
+def save_bundle(bundle: ModelBundle, directory: Path) -> Path:
+    """Write ``directory`` atomically (temp dir + rename); returns the final path."""
+    validate(bundle)
+    directory = Path(directory)
+    if directory.exists():
+        raise ArtifactError(f"{directory} already exists; versions are never overwritten")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        np.savez(tmp / ARRAYS_FILE, **bundle.arrays())  # type: ignore[arg-type]
+        manifest = dict(bundle.manifest)
+        manifest["format_version"] = FORMAT_VERSION
+        manifest["version"] = bundle.version
+        manifest["n_items"] = bundle.n_items
+        manifest["factors"] = int(bundle.item_factors.shape[1])
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    path = Path(directory) / MANIFEST_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: no manifest") from None
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{path}: manifest is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path}: manifest is not a JSON object")
+    return data
+
+
+def load_bundle(directory: Path) -> ModelBundle:
+    """Load and validate a bundle written by :func:`save_bundle`."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    fmt = manifest.get("format_version")
+    if fmt != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{directory}: bundle format {fmt!r} is not supported (expected {FORMAT_VERSION})"
+        )
+    try:
+        with np.load(directory / ARRAYS_FILE, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except FileNotFoundError:
+        raise ArtifactError(f"{directory}: no {ARRAYS_FILE}") from None
+    except (ValueError, OSError) as exc:
+        raise ArtifactError(f"{directory}: cannot read {ARRAYS_FILE} ({exc})") from None
+    missing = [name for name in REQUIRED_ARRAYS if name not in arrays]
+    if missing:
+        raise ArtifactError(f"{directory}: missing arrays {', '.join(missing)}")
+    bundle = ModelBundle(
+        version=int(manifest["version"]),
+        movies=Vocabulary.from_array(arrays["movie_ids"], kind="movie"),
+        titles=arrays["titles"],
+        years=arrays["years"],
+        genres=arrays["genres"],
+        item_factors=arrays["item_factors"],
+        yty=arrays["yty"],
+        popularity=arrays["popularity"],
+        content_vectors=arrays["content_vectors"],
+        neighbor_indptr=arrays["neighbor_indptr"],
+        neighbor_indices=arrays["neighbor_indices"],
+        neighbor_scores=arrays["neighbor_scores"],
+        session_indptr=arrays["session_indptr"],
+        session_indices=arrays["session_indices"],
+        session_scores=arrays["session_scores"],
+        rating_item_bias=arrays["rating_item_bias"],
+        rating_item_factors=arrays["rating_item_factors"],
+        manifest=manifest,
+        extra={k[len("extra__"):]: v for k, v in arrays.items() if k.startswith("extra__")},
+    )
+    validate(bundle, directory)
+    return bundle

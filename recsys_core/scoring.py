@@ -1,0 +1,185 @@
+"""Scoring, blending and ranking with numpy only: the same code serves requests, runs the
+offline evaluation and replays the stream.
+
+Components, each a score for every movie in the model:
+- ``cf``: the user's ALS vector (folded in from the history) · item factors;
+- ``item``: the item-to-item model (EASE neighbours) summed over the whole history;
+- ``session``: a second item-to-item model learnt from what people watch in one sitting,
+  weighted by the recency of the user's newest interactions;
+- ``content``: cosine of the movie's content vector with the user's content profile;
+- ``popularity``: the trainer's (optionally time-decayed) popularity.
+Each component is standardised per request (zero mean, unit variance over the catalogue)
+and blended with the weights the trainer fitted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from recsys_core.artifacts import ModelBundle
+from recsys_core.foldin import fold_in_user
+from recsys_core.history import UserHistory
+
+F64 = npt.NDArray[np.float64]
+COMPONENTS = ("cf", "item", "session", "content", "popularity")
+
+
+@dataclass(frozen=True)
+class BlendWeights:
+    cf: float = 1.0
+    item: float = 1.0
+    session: float = 1.0
+    content: float = 0.1
+    popularity: float = 0.1
+    #: recency decay per rank of the session signal, and how many interactions it reads
+    session_decay: float = 0.9
+    session_length: int = 50
+
+    def component(self, name: str) -> float:
+        return float(getattr(self, name))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BlendWeights:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if "session_length" in known:
+            known["session_length"] = int(known["session_length"])
+        return cls(**known)
+
+
+def neighbor_scores(
+    bundle: ModelBundle,
+    item_idx: npt.NDArray[np.int64],
+    weights: F64,
+    model: str = "neighbor",
+) -> F64:
+    """``Σ_j w_j · B[j, :]`` over the sparse item-to-item rows of the given items."""
+    n = bundle.n_items
+    mask = weights != 0
+    if not mask.any():
+        return np.zeros(n)
+    rows = item_idx[mask]
+    w = weights[mask]
+    ptr, indices, scores = bundle.csr(model)
+    starts, ends = ptr[rows], ptr[rows + 1]
+    lengths = ends - starts
+    if lengths.sum() == 0:
+        return np.zeros(n)
+    flat = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)])
+    vals = scores[flat].astype(np.float64) * np.repeat(w, lengths)
+    out: F64 = np.bincount(indices[flat], weights=vals, minlength=n).astype(
+        np.float64
+    )
+    return out
+
+
+def content_profile(bundle: ModelBundle, history: UserHistory) -> F64:
+    """Weighted mean of the content vectors of the movies the user liked."""
+    strength = history.confidence - 1.0
+    if strength.sum() <= 0:
+        strength = np.ones(len(history))
+    vecs = bundle.content_vectors[history.item_idx].astype(np.float64)
+    profile: F64 = strength @ vecs
+    norm = float(np.linalg.norm(profile))
+    return profile / norm if norm > 0 else profile
+
+
+def user_vector(bundle: ModelBundle, history: UserHistory) -> npt.NDArray[np.float32]:
+    reg = float(bundle.params.get("als_regularization", 0.1))
+    return fold_in_user(
+        bundle.item_factors, bundle.yty, history.item_idx, history.confidence, reg
+    )
+
+
+def component_scores(
+    bundle: ModelBundle,
+    history: UserHistory,
+    weights: BlendWeights,
+    vector: npt.NDArray[np.float32] | None = None,
+) -> dict[str, F64]:
+    """Raw scores of every component for every movie; components with weight 0 are skipped.
+
+    ``vector`` is a stored fold-in vector for this model version; without one it is
+    computed from the history.
+    """
+    out: dict[str, F64] = {}
+    if weights.popularity:
+        out["popularity"] = bundle.popularity.astype(np.float64)
+    if len(history) == 0:
+        return out
+    if weights.cf:
+        x = user_vector(bundle, history) if vector is None else vector
+        out["cf"] = (bundle.item_factors @ x.astype(np.float32)).astype(np.float64)
+    if weights.item:
+        out["item"] = neighbor_scores(bundle, history.item_idx, np.ones(len(history)))
+    if weights.session:
+        w = history.recency_weights(weights.session_decay, weights.session_length)
+        out["session"] = neighbor_scores(bundle, history.item_idx, w, "session")
+    if weights.content:
+        profile = content_profile(bundle, history)
+        out["content"] = bundle.content_vectors.astype(np.float64) @ profile
+    return out
+
+
+def standardize(scores: F64) -> F64:
+    std = float(scores.std())
+    if std == 0.0:
+        return np.zeros_like(scores)
+    return (scores - float(scores.mean())) / std
+
+
+def blend(components: dict[str, F64], weights: BlendWeights) -> tuple[F64, dict[str, F64]]:
+    """Weighted sum of standardised components; also returns each weighted part."""
+    parts = {name: weights.component(name) * standardize(s) for name, s in components.items()}
+    if not parts:
+        raise ValueError("nothing to blend")
+    total = np.sum(list(parts.values()), axis=0)
+    return total, parts
+
+
+def top_k(
+    scores: F64,
+    k: int,
+    exclude: npt.NDArray[np.int64] | None = None,
+    allowed: npt.NDArray[np.bool_] | None = None,
+) -> tuple[npt.NDArray[np.int64], F64]:
+    """Indexes and scores of the k best movies, best first, skipping excluded ones."""
+    s = scores.astype(np.float64, copy=True)
+    if exclude is not None and exclude.size:
+        s[exclude] = -np.inf
+    if allowed is not None:
+        s[~allowed] = -np.inf
+    finite = int(np.isfinite(s).sum())
+    k = min(k, finite)
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    part = np.argpartition(-s, k - 1)[:k]
+    order = np.lexsort((part, -s[part]))
+    idx = part[order].astype(np.int64)
+    return idx, s[idx]
+
+
+def recommend(
+    bundle: ModelBundle,
+    history: UserHistory,
+    weights: BlendWeights,
+    k: int = 10,
+    exclude_seen: bool = True,
+    allowed: npt.NDArray[np.bool_] | None = None,
+    vector: npt.NDArray[np.float32] | None = None,
+) -> tuple[npt.NDArray[np.int64], F64, dict[str, F64]]:
+    """Top-k for one user: (movie indexes, blended scores, weighted parts per component)."""
+    comps = component_scores(bundle, history, weights, vector)
+    if not comps:
+        comps = {"popularity": bundle.popularity.astype(np.float64)}
+        weights = BlendWeights(popularity=1.0)
+    total, parts = blend(comps, weights)
+    exclude = history.item_idx if exclude_seen else None
+    idx, scores = top_k(total, k, exclude, allowed)
+    return idx, scores, parts

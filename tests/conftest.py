@@ -1,0 +1,40 @@
+"""Shared fixtures: a real Kafka-protocol broker and a real Redis, started once per session.
+
+They start lazily (only when a test asks for them) on free loopback ports and
+stop at the end of the session; logs stay under pytest's basetemp.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from devstack import DevStack, KafkaBroker, RedisServer
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    with KafkaBroker(log_dir=tmp_path_factory.mktemp("devstack-kafka")) as broker:
+        yield broker
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with RedisServer(log_dir=tmp_path_factory.mktemp("devstack-redis")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def devstack(kafka_broker: KafkaBroker, redis_server: RedisServer) -> DevStack:
+    """Both servers; stopping is left to the two fixtures above."""
+    return DevStack(kafka=kafka_broker, redis=redis_server)
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> str:
+    """A per-test prefix for topic names, group ids and Redis keys, e.g. ``test_x-1a2b3c4d``."""
+    base = re.sub(r"[^A-Za-z0-9_-]+", "_", request.node.name)[:40].strip("_")
+    return f"{base}-{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,115 @@
+"""Item-to-item model: EASE (Steck 2019), a linear autoencoder with a closed form,
+kept as the top neighbours of each movie so that serving reads a sparse matrix.
+
+Above ``max_dense_items`` movies the O(n³) inverse is too costly, and cosine item-kNN over
+the same binary matrix takes its place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
+
+
+@dataclass
+class NeighborModel:
+    indptr: npt.NDArray[np.int64]
+    indices: npt.NDArray[np.int32]
+    scores: npt.NDArray[np.float32]
+    method: str
+
+    def to_csr(self, n_items: int) -> sp.csr_matrix:
+        return sp.csr_matrix((self.scores, self.indices, self.indptr), shape=(n_items, n_items))
+
+
+def _top_n_rows(dense: npt.NDArray[np.float64], top_n: int) -> NeighborModel:
+    n = dense.shape[0]
+    keep = min(top_n, n - 1) if n > 1 else 0
+    if keep <= 0:
+        return NeighborModel(np.zeros(n + 1, np.int64), np.zeros(0, np.int32),
+                             np.zeros(0, np.float32), "ease")
+    idx = np.argpartition(-dense, keep - 1, axis=1)[:, :keep]
+    idx.sort(axis=1)
+    vals = np.take_along_axis(dense, idx, axis=1)
+    indptr = np.arange(0, n * keep + 1, keep, dtype=np.int64)
+    return NeighborModel(indptr, idx.ravel().astype(np.int32), vals.ravel().astype(np.float32),
+                         "ease")
+
+
+def fit_ease(
+    binary: sp.csr_matrix, regularization: float = 500.0, top_n: int = 200
+) -> NeighborModel:
+    """EASE weights ``B = I − P·diag(1/diag(P))``, ``P = (XᵀX + λI)⁻¹``, zero diagonal."""
+    x = binary.astype(np.float64)
+    gram = (x.T @ x).toarray()
+    gram[np.diag_indices_from(gram)] += regularization
+    with threadpool_limits(2, "blas"):
+        p = np.linalg.inv(gram)
+    b = p / (-np.diag(p))
+    np.fill_diagonal(b, 0.0)
+    return _top_n_rows(b, top_n)
+
+
+def fit_item_knn(binary: sp.csr_matrix, top_n: int = 200) -> NeighborModel:
+    """Cosine similarity between movies' user columns, top ``top_n`` per movie (sparse)."""
+    x = binary.astype(np.float32).tocsc()
+    norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=0)).ravel())
+    norms[norms == 0] = 1.0
+    xn = x @ sp.diags(1.0 / norms)
+    sim = (xn.T @ xn).tocsr()
+    sim.setdiag(0.0)
+    sim.eliminate_zeros()
+    n = sim.shape[0]
+    indptr = [0]
+    indices: list[npt.NDArray[np.int32]] = []
+    scores: list[npt.NDArray[np.float32]] = []
+    for row in range(n):
+        s, e = sim.indptr[row], sim.indptr[row + 1]
+        cols, vals = sim.indices[s:e], sim.data[s:e]
+        if cols.size > top_n:
+            pick = np.argpartition(-vals, top_n - 1)[:top_n]
+            cols, vals = cols[pick], vals[pick]
+        order = np.argsort(cols)
+        indices.append(cols[order].astype(np.int32))
+        scores.append(vals[order].astype(np.float32))
+        indptr.append(indptr[-1] + cols.size)
+    return NeighborModel(
+        np.asarray(indptr, dtype=np.int64),
+        np.concatenate(indices) if indices else np.zeros(0, np.int32),
+        np.concatenate(scores) if scores else np.zeros(0, np.float32),
+        "item_knn",
+    )
+
+
+def fit_neighbors(
+    binary: sp.csr_matrix,
+    regularization: float = 500.0,
+    top_n: int = 200,
+    max_dense_items: int = 20_000,
+) -> NeighborModel:
+    if binary.shape[1] <= max_dense_items:
+        return fit_ease(binary, regularization, top_n)
+    return fit_item_knn(binary, top_n)
+
+
+def session_baskets(
+    user_idx: npt.NDArray[np.int64],
+    item_idx: npt.NDArray[np.int64],
+    timestamps: npt.NDArray[np.float64],
+    n_items: int,
+    gap_seconds: float = 60.0,
+) -> sp.csr_matrix:
+    """Sittings × movies: a user's interactions split wherever ``gap_seconds`` pass idle."""
+    order = np.lexsort((timestamps, user_idx))
+    u, i, t = user_idx[order], item_idx[order], timestamps[order]
+    new = np.ones(u.size, dtype=bool)
+    new[1:] = (u[1:] != u[:-1]) | (np.diff(t) > gap_seconds)
+    sitting = np.cumsum(new) - 1
+    n_rows = int(sitting[-1]) + 1 if sitting.size else 0
+    return sp.csr_matrix(
+        (np.ones(u.size, np.float32), (sitting, i)), shape=(n_rows, n_items)
+    )

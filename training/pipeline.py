@@ -1,0 +1,221 @@
+"""Train every model on a window of interactions and assemble one :class:`ModelBundle`."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import recsys_core
+from recsys_core.artifacts import ModelBundle
+from recsys_core.confidence import ConfidenceRule
+from recsys_core.dataset import Dataset
+from recsys_core.errors import EmptyTrainingData
+from recsys_core.foldin import gramian
+from recsys_core.scoring import BlendWeights
+from recsys_core.vocab import Vocabulary
+from training.matrices import TrainingData, build_training_data
+from training.models.als import AlsModel, fit_als
+from training.models.content import fit_content_vectors, movie_tokens
+from training.models.ease import fit_neighbors, session_baskets
+from training.models.popularity import fit_popularity
+from training.models.rating import RatingModel, fit_rating_model
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    als_factors: int = 64
+    als_regularization: float = 0.5
+    als_iterations: int = 15
+    confidence_alpha: float = 10.0
+    ease_regularization: float = 500.0
+    neighbors_top_n: int = 2000
+    session_gap_seconds: float = 60.0
+    session_regularization: float = 50.0
+    content_dim: int = 64
+    rating_factors: int = 32
+    rating_regularization: float = 0.12
+    rating_bias_regularization: float = 1.0
+    rating_iterations: int = 12
+    popularity_half_life_days: float | None = None
+    seed: int = 0
+
+    @property
+    def rule(self) -> ConfidenceRule:
+        return ConfidenceRule(alpha=self.confidence_alpha)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainedModels:
+    """The bundle plus the per-user parts that only offline evaluation needs."""
+
+    bundle: ModelBundle
+    data: TrainingData
+    als: AlsModel
+    rating: RatingModel
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def code_version() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent, check=False,
+        )
+        if out.returncode == 0 and out.stdout.strip():
+            return f"{recsys_core.__version__}+{out.stdout.strip()}"
+    except OSError:
+        pass
+    return recsys_core.__version__
+
+
+def movie_vocabulary(dataset: Dataset, interactions: pd.DataFrame) -> Vocabulary:
+    """Every catalogue movie, then movies seen only in interactions, so that movies without
+    interactions stay reachable through content."""
+    ids = list(dict.fromkeys(dataset.movies["movie_id"].astype(str)))
+    known = set(ids)
+    ids += sorted(set(interactions["movie_id"].astype(str)) - known)
+    return Vocabulary(ids, kind="movie")
+
+
+@contextmanager
+def _phase(name: str, timings: dict[str, float], progress: Progress | None) -> Iterator[None]:
+    if progress:
+        progress(name)
+    start = time.perf_counter()
+    yield
+    timings[name] = time.perf_counter() - start
+
+
+def _metadata(dataset: Dataset, movies: Vocabulary) -> dict[str, np.ndarray]:
+    meta = dataset.movies.assign(movie_id=dataset.movies["movie_id"].astype(str))
+    meta = meta.drop_duplicates("movie_id").set_index("movie_id").reindex(list(movies.ids))
+    titles = meta["title"].fillna("").astype(str).to_numpy()
+    titles = np.where(titles == "", np.asarray(movies.ids, dtype=object), titles)
+    years = meta["year"].astype("Float64").fillna(0).to_numpy(np.float64).astype(np.int32)
+    attrs = dataset.attributes
+    genres_by_movie: dict[str, list[str]] = {}
+    people: list[list[str]] = [[] for _ in range(len(movies))]
+    if len(attrs):
+        g = attrs[attrs["kind"] == "genre"]
+        for mid, vals in g.groupby("movie_id")["value"]:
+            genres_by_movie[str(mid)] = list(vals)
+        idx = movies.indices(attrs["movie_id"].astype(str), on_missing="minus_one")
+        for i, kind, value in zip(idx, attrs["kind"], attrs["value"], strict=True):
+            if i >= 0 and kind != "tag":
+                people[int(i)].append(f"{kind}={value}")
+    genres = np.asarray(["|".join(genres_by_movie.get(m, [])) for m in movies.ids], dtype=np.str_)
+    indptr = np.cumsum([0] + [len(p) for p in people]).astype(np.int64)
+    flat = [v for p in people for v in p]
+    return {
+        "titles": np.asarray(titles, dtype=np.str_),
+        "years": years,
+        "genres": genres,
+        "attr_indptr": indptr,
+        "attr_values": np.asarray(flat if flat else [""], dtype=np.str_)[: len(flat)],
+    }
+
+
+def train_models(
+    dataset: Dataset,
+    params: TrainParams | None = None,
+    weights: BlendWeights | None = None,
+    version: int = 1,
+    interactions: pd.DataFrame | None = None,
+    progress: Progress | None = None,
+) -> TrainedModels:
+    """Fit ALS, the neighbour model, content vectors, popularity and the rating model."""
+    params = params or TrainParams()
+    weights = weights or BlendWeights()
+    inter = dataset.interactions if interactions is None else interactions
+    if len(inter) == 0:
+        raise EmptyTrainingData("no interactions in the training window")
+    timings: dict[str, float] = {}
+    with _phase("prepare", timings, progress):
+        movies = movie_vocabulary(dataset, inter)
+        data = build_training_data(inter, movies, params.rule)
+        meta = _metadata(dataset, movies)
+    with _phase("als", timings, progress):
+        als = fit_als(
+            data.confidence, params.als_factors, params.als_regularization,
+            params.als_iterations, params.seed,
+        )
+    with _phase("neighbors", timings, progress):
+        neighbors = fit_neighbors(data.binary, params.ease_regularization, params.neighbors_top_n)
+        baskets = session_baskets(
+            data.users.indices(inter["user_id"].astype(str)),
+            movies.indices(inter["movie_id"].astype(str)),
+            inter["timestamp"].to_numpy(np.float64), len(movies), params.session_gap_seconds,
+        )
+        session = fit_neighbors(baskets, params.session_regularization, params.neighbors_top_n)
+    with _phase("content", timings, progress):
+        tokens = movie_tokens(movies, dataset.attributes, meta["years"])
+        content = fit_content_vectors(tokens, params.content_dim, seed=params.seed)
+    with _phase("popularity", timings, progress):
+        popularity = fit_popularity(
+            data.pairs["movie_idx"].to_numpy(), data.pairs["timestamp"].to_numpy(np.float64),
+            len(movies), params.popularity_half_life_days,
+        )
+    with _phase("rating", timings, progress):
+        rating = fit_rating_model(
+            data.ratings, params.rating_factors, params.rating_regularization,
+            params.rating_bias_regularization, params.rating_iterations, params.seed,
+        )
+    ts = inter["timestamp"]
+    manifest: dict[str, Any] = {
+        "created_at": datetime.now(UTC).isoformat(),
+        "dataset": dataset.name,
+        "code_version": code_version(),
+        "params": {
+            **params.to_dict(),
+            "als_regularization": als.regularization,
+            "rating_global_mean": rating.global_mean,
+            "neighbors_method": neighbors.method,
+        },
+        "confidence_rule": params.rule.to_dict(),
+        "blend_weights": weights.to_dict(),
+        "data_window": {
+            "from_timestamp": int(ts.min()),
+            "to_timestamp": int(ts.max()),
+            "interactions": len(inter),
+            "users": len(data.users),
+            "movies": len(movies),
+        },
+        "metrics": {},
+    }
+    bundle = ModelBundle(
+        version=version,
+        movies=movies,
+        titles=meta["titles"],
+        years=meta["years"],
+        genres=meta["genres"],
+        item_factors=als.item_factors,
+        yty=gramian(als.item_factors),
+        popularity=popularity,
+        content_vectors=content,
+        neighbor_indptr=neighbors.indptr,
+        neighbor_indices=neighbors.indices,
+        neighbor_scores=neighbors.scores,
+        session_indptr=session.indptr,
+        session_indices=session.indices,
+        session_scores=session.scores,
+        rating_item_bias=rating.item_bias,
+        rating_item_factors=rating.item_factors,
+        manifest=manifest,
+        extra={"attr_indptr": meta["attr_indptr"], "attr_values": meta["attr_values"]},
+    )
+    timings["total"] = sum(timings.values())
+    return TrainedModels(bundle, data, als, rating, timings)
