@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -19,9 +16,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from recsys_cli.common import DataDir, console, err_console
+from recsys_cli.common import fail as _fail
 from recsys_core.errors import RecsysError
 from recsys_core.loaders import (
-    DATA_DIR_ENV,
     FETCHABLE_DATASETS,
     KNOWN_DATASETS,
     default_data_dir,
@@ -35,26 +33,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
-
-DataDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir",
-        envvar=DATA_DIR_ENV,
-        help=f"Where datasets live (default: ${DATA_DIR_ENV}, else ./data).",
-        file_okay=False,
-    ),
-]
-
-
-def _fail(exc: RecsysError) -> typer.Exit:
-    """Print one red line and return the exit to raise."""
-    err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=1)
-
-
 @app.command()
 def fetch(
     name: Annotated[str, typer.Argument(help=f"One of: {', '.join(FETCHABLE_DATASETS)}.")],

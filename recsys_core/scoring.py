@@ -67,11 +67,14 @@ def neighbor_scores(
     rows = item_idx[mask]
     w = weights[mask]
     ptr, indices, scores = bundle.csr(model)
-    starts, ends = ptr[rows], ptr[rows + 1]
-    lengths = ends - starts
-    if lengths.sum() == 0:
+    starts = ptr[rows]
+    lengths = ptr[rows + 1] - starts
+    total = int(lengths.sum())
+    if total == 0:
         return np.zeros(n)
-    flat = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)])
+    # positions of every neighbour of every row, without a Python loop over rows
+    offsets = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+    flat = np.arange(total, dtype=np.int64) + offsets
     vals = scores[flat].astype(np.float64) * np.repeat(w, lengths)
     out: F64 = np.bincount(indices[flat], weights=vals, minlength=n).astype(
         np.float64

@@ -33,12 +33,21 @@ class CaseMatrix:
 
 
 def build_case_matrix(
-    bundle: ModelBundle, cases: Sequence[Case], session: BlendWeights
+    bundle: ModelBundle,
+    cases: Sequence[Case],
+    session: BlendWeights,
+    base: CaseMatrix | None = None,
 ) -> CaseMatrix:
-    all_on = replace(session, cf=1.0, item=1.0, session=1.0, content=1.0, popularity=1.0)
-    z = np.zeros((len(cases), len(COMPONENTS), bundle.n_items), dtype=np.float32)
+    """Standardised component scores of every case; with ``base`` (the same cases), only the
+    session component is recomputed, since it alone depends on the recency settings."""
+    if base is not None:
+        z = base.z.copy()
+        only = replace(session, cf=0.0, item=0.0, session=1.0, content=0.0, popularity=0.0)
+    else:
+        z = np.zeros((len(cases), len(COMPONENTS), bundle.n_items), dtype=np.float32)
+        only = replace(session, cf=1.0, item=1.0, session=1.0, content=1.0, popularity=1.0)
     for c, case in enumerate(cases):
-        comps = component_scores(bundle, case.history, all_on)
+        comps = component_scores(bundle, case.history, only)
         for j, name in enumerate(COMPONENTS):
             if name in comps:
                 z[c, j] = standardize(comps[name])
@@ -59,14 +68,47 @@ def weight_vector(weights: BlendWeights) -> npt.NDArray[np.float64]:
     return np.array([weights.component(n) for n in COMPONENTS], dtype=np.float64)
 
 
-def ndcg_of(matrix: CaseMatrix, w: npt.NDArray[np.float64], k: int = 10) -> float:
-    top = top_lists(matrix, w, k)
+@dataclass
+class Candidates:
+    """Each case cut down to the union of every component's top ``depth`` unseen movies:
+    the blended top 10 lies there for any non-negative weights in practice, and scoring
+    a few hundred columns instead of the catalogue makes a weight trial cheap."""
+
+    z: npt.NDArray[np.float32]  # (cases, components, width), -inf padding
+    relevant: npt.NDArray[np.bool_]  # (cases, width)
+    ideal: npt.NDArray[np.float64]  # (cases,) ideal DCG@10
+
+
+def candidates_of(matrix: CaseMatrix, depth: int = 100, k: int = 10) -> Candidates:
+    n_cases, n_comp, n_items = matrix.z.shape
+    depth = min(depth, n_items - 1)
+    cols: list[npt.NDArray[np.int64]] = []
+    for c in range(n_cases):
+        zc = matrix.z[c].copy()
+        zc[:, matrix.seen[c]] = -np.inf
+        top = np.argpartition(-zc, depth - 1, axis=1)[:, :depth]
+        cols.append(np.unique(top))
+    width = max(len(x) for x in cols) if cols else 1
+    z = np.full((n_cases, n_comp, width), -np.inf, dtype=np.float32)
+    rel = np.zeros((n_cases, width), dtype=bool)
     disc = 1.0 / np.log2(np.arange(2, k + 2))
-    total = 0.0
-    for c, rel in enumerate(matrix.relevant):
-        hits = np.fromiter((int(i) in rel for i in top[c]), bool, k)
-        total += float(disc[hits].sum() / disc[: min(len(rel), k)].sum())
-    return total / max(len(matrix.relevant), 1)
+    ideal = np.zeros(n_cases)
+    for c, col in enumerate(cols):
+        z[c, :, : col.size] = matrix.z[c][:, col]
+        rel[c, : col.size] = np.isin(col, list(matrix.relevant[c]))
+        ideal[c] = disc[: min(len(matrix.relevant[c]), k)].sum()
+    return Candidates(z, rel, ideal)
+
+
+def ndcg_of(cands: Candidates, w: npt.NDArray[np.float64], k: int = 10) -> float:
+    scores = np.einsum("cji,j->ci", np.nan_to_num(cands.z, neginf=-1e30), w.astype(np.float32))
+    scores[np.isneginf(cands.z[:, 0, :])] = -np.inf
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable")
+    top = np.take_along_axis(top, order, 1)
+    hits = np.take_along_axis(cands.relevant, top, 1)
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    return float(np.mean((hits * disc).sum(axis=1) / cands.ideal))
 
 
 #: (recency decay per rank, interactions read) tried for the session component
@@ -83,13 +125,18 @@ def fit_blend_weights(
     model trained on one validation split with the cases held out from it."""
     session = session or BlendWeights()
     best: tuple[BlendWeights, float] | None = None
+    kept = [[c for c in cases if c.relevant] for _, cases in groups]
+    bases: list[CaseMatrix] = []
     for decay, length in decays:
         trial = replace(session, session_decay=decay, session_length=length)
         matrices = [
-            build_case_matrix(bundle, [c for c in cases if c.relevant], trial)
-            for bundle, cases in groups
+            build_case_matrix(bundle, cs, trial, bases[g] if bases else None)
+            for g, ((bundle, _), cs) in enumerate(zip(groups, kept, strict=True))
         ]
-        found = _coordinate_ascent(matrices, trial, passes)
+        if not bases:
+            bases = matrices
+        pruned = [candidates_of(m) for m in matrices]
+        found = _coordinate_ascent(pruned, trial, passes)
         if best is None or found[1] > best[1] + 1e-6:
             best = found
     if best is None:
@@ -97,12 +144,12 @@ def fit_blend_weights(
     return best
 
 
-def _mean_ndcg(matrices: Sequence[CaseMatrix], w: npt.NDArray[np.float64]) -> float:
+def _mean_ndcg(matrices: Sequence[Candidates], w: npt.NDArray[np.float64]) -> float:
     return float(np.mean([ndcg_of(m, w) for m in matrices]))
 
 
 def _coordinate_ascent(
-    matrices: Sequence[CaseMatrix], session: BlendWeights, passes: int
+    matrices: Sequence[Candidates], session: BlendWeights, passes: int
 ) -> tuple[BlendWeights, float]:
     n = len(COMPONENTS)
     singles = [_mean_ndcg(matrices, np.eye(n)[j]) for j in range(n)]

@@ -8,24 +8,24 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 from sklearn.model_selection import KFold
 
 from recsys_core import metrics
 from recsys_core.dataset import Dataset
 from recsys_core.history import UserHistory
-from recsys_core.scoring import COMPONENTS, BlendWeights, blend, component_scores, top_k
-from training.evaluation.blendfit import (
-    Case,
-    build_case_matrix,
-    fit_blend_weights,
-    top_lists,
-    weight_vector,
-)
+from recsys_core.scoring import COMPONENTS, blend, component_scores, top_k
+from training.evaluation.blendfit import Case, build_case_matrix, top_lists, weight_vector
 from training.evaluation.splits import Stratify, stratified_split, temporal_split
 from training.models.rating import fit_rating_model
 from training.pipeline import TrainedModels, TrainParams, train_models
+from training.weights import (
+    apply_event,
+    fit_weights_random,
+    fit_weights_temporal,
+    history_of,
+    holdout_cases,
+)
 
 Progress = Callable[[str], None]
 K = 10
@@ -34,21 +34,6 @@ SINGLES = {
     "als": "cf", "ease": "item", "session_ease": "session", "content": "content",
     "popularity": "popularity",
 }
-
-
-def _cases_for(models: TrainedModels, holdout: pd.DataFrame) -> tuple[list[Case], list[int]]:
-    users = models.data.users
-    movies = models.bundle.movies
-    cases, user_idx = [], []
-    for uid, group in holdout.groupby("user_id", sort=True):
-        u = users.get(str(uid))
-        if u is None:
-            continue
-        rel = {int(i) for i in movies.indices(group["movie_id"].astype(str), on_missing="drop")}
-        if rel:
-            cases.append(Case(models.data.history(u), rel))
-            user_idx.append(u)
-    return cases, user_idx
 
 
 def _ranking_row(tops: np.ndarray, cases: list[Case], models: TrainedModels) -> dict[str, float]:
@@ -63,20 +48,6 @@ def _ranking_row(tops: np.ndarray, cases: list[Case], models: TrainedModels) -> 
         "novelty@10": metrics.novelty(tops, pop, K),
         "diversity@10": metrics.intra_list_diversity(tops, models.bundle.content_vectors, K),
     }
-
-
-def fit_weights_random(
-    train: pd.DataFrame, dataset: Dataset, params: TrainParams, seed: int
-) -> tuple[BlendWeights, float]:
-    """Blend weights fitted on two inner per-user random splits of the training rows."""
-    groups = []
-    for inner_seed in (seed,):
-        inner_train, inner_val = stratified_split(train, 0.9, "user", inner_seed)
-        inner = train_models(dataset, params, interactions=inner_train)
-        cases, _ = _cases_for(inner, inner_val)
-        groups.append((inner.bundle, cases))
-    # a random split has no "recent": the session signal reads the whole history, unweighted
-    return fit_blend_weights(groups, decays=((1.0, 100_000),))
 
 
 def protocol_topn(
@@ -95,7 +66,7 @@ def protocol_topn(
     if progress:
         progress(f"A seed {seed}: training")
     models = train_models(dataset, params, weights, interactions=train)
-    cases, _ = _cases_for(models, test)
+    cases, _ = holdout_cases(models, test)
     matrix = build_case_matrix(models.bundle, cases, weights)
     rows: dict[str, dict[str, float]] = {}
     for name, comp in SINGLES.items():
@@ -171,47 +142,6 @@ def protocol_rating(
     }
 
 
-def fit_weights_temporal(
-    train: pd.DataFrame, dataset: Dataset, params: TrainParams, max_cases: int = 2000
-) -> tuple[BlendWeights, float]:
-    """Blend weights fitted on next-event prediction over the newest 10% of ``train``."""
-    inner_train, inner_val = temporal_split(train, 0.9)
-    inner = train_models(dataset, params, interactions=inner_train)
-    histories: dict[str, list[tuple[int, float, float, float]]] = {}
-    base = inner.data
-    for u, uid in enumerate(base.users.ids):
-        h = base.history(u)
-        histories[uid] = list(zip(h.item_idx.tolist(), h.confidence.tolist(),
-                                  h.timestamps.tolist(), h.ratings.tolist(), strict=True))
-    rule = params.rule
-    cases: list[Case] = []
-    step = max(1, len(inner_val) // max_cases)
-    for n, row in enumerate(inner_val.itertuples(index=False)):
-        item = inner.bundle.movies.get(str(row.movie_id))
-        hist = histories.setdefault(str(row.user_id), [])
-        if item is not None and hist and n % step == 0:
-            cases.append(Case(_history(hist), {item}))
-        if item is not None:
-            _apply(hist, item, float(rule.from_ratings(row.rating)), float(row.timestamp),
-                   float(row.rating))
-    return fit_blend_weights([(inner.bundle, cases)])
-
-
-def _history(rows: list[tuple[int, float, float, float]]) -> UserHistory:
-    arr = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
-    return UserHistory.build(arr[:, 0].astype(np.int64), arr[:, 1], arr[:, 2], arr[:, 3])
-
-
-def _apply(
-    hist: list[tuple[int, float, float, float]], item: int, conf: float, ts: float, rating: float
-) -> None:
-    for j, (i, *_rest) in enumerate(hist):
-        if i == item:
-            del hist[j]
-            break
-    hist.append((item, conf, ts, rating))
-
-
 def protocol_stream(
     dataset: Dataset,
     params: TrainParams | None = None,
@@ -254,7 +184,7 @@ def protocol_stream(
             skipped += 1
             continue
         hist_rows = live.setdefault(uid, [])
-        history = _history(hist_rows) if hist_rows else UserHistory.empty()
+        history = history_of(hist_rows) if hist_rows else UserHistory.empty()
         seen = history.item_idx
         hits["popularity"].append(_rank(pop, seen, item))
         if uid in frozen:
@@ -272,7 +202,7 @@ def protocol_stream(
         else:
             for n in ("live_als", "live_ease", "live_hybrid"):
                 hits[n].append(_rank(pop, seen, item))
-        _apply(hist_rows, item, float(rule.from_ratings(row.rating)), float(row.timestamp),
+        apply_event(hist_rows, item, float(rule.from_ratings(row.rating)), float(row.timestamp),
                float(row.rating))
     elapsed = time.perf_counter() - started
     rows = {

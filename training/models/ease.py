@@ -1,8 +1,10 @@
 """Item-to-item model: EASE (Steck 2019), a linear autoencoder with a closed form,
 kept as the top neighbours of each movie so that serving reads a sparse matrix.
 
-Above ``max_dense_items`` movies the O(n³) inverse is too costly, and cosine item-kNN over
-the same binary matrix takes its place.
+The inverse is O(n³) in movies, so EASE is fitted over the ``max_dense_items`` movies with
+the most interactions (movies with fewer interactions carry little co-occurrence signal and
+stay reachable through the other components); :func:`fit_item_knn` (cosine, sparse) is the
+alternative for catalogues where that head is too small a share.
 """
 
 from __future__ import annotations
@@ -89,11 +91,22 @@ def fit_neighbors(
     binary: sp.csr_matrix,
     regularization: float = 500.0,
     top_n: int = 200,
-    max_dense_items: int = 20_000,
+    max_dense_items: int = 4_000,
 ) -> NeighborModel:
-    if binary.shape[1] <= max_dense_items:
+    """EASE over the most-interacted ``max_dense_items`` movies, mapped back to all movies."""
+    n = binary.shape[1]
+    counts = np.asarray(binary.sum(axis=0)).ravel()
+    head = np.flatnonzero(counts > 0)
+    if head.size > max_dense_items:
+        head = head[np.argsort(-counts[head], kind="stable")[:max_dense_items]]
+    head = np.sort(head)
+    if head.size == n:
         return fit_ease(binary, regularization, top_n)
-    return fit_item_knn(binary, top_n)
+    sub = fit_ease(binary.tocsc()[:, head].tocsr(), regularization, top_n)
+    lengths = np.zeros(n, dtype=np.int64)
+    lengths[head] = np.diff(sub.indptr)
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return NeighborModel(indptr, head[sub.indices].astype(np.int32), sub.scores, sub.method)
 
 
 def session_baskets(

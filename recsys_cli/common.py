@@ -1,0 +1,44 @@
+"""Options and error handling shared by every ``recsys`` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from recsys_core.errors import RecsysError
+from recsys_core.loaders import DATA_DIR_ENV
+
+console = Console()
+err_console = Console(stderr=True)
+
+MODEL_DIR_ENV = "RECSYS_MODEL_DIR"
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        envvar=DATA_DIR_ENV,
+        help=f"Where datasets live (default: ${DATA_DIR_ENV}, else ./data).",
+        file_okay=False,
+    ),
+]
+ModelDir = Annotated[
+    Path,
+    typer.Option(
+        "--model-dir",
+        envvar=MODEL_DIR_ENV,
+        help=f"Where model versions are published (${MODEL_DIR_ENV}).",
+        file_okay=False,
+    ),
+]
+DEFAULT_MODEL_DIR = Path("artifacts/models")
+
+
+def fail(exc: RecsysError | str) -> typer.Exit:
+    """Print one red line and return the exit to raise."""
+    err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=1)

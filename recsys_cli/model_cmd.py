@@ -1,0 +1,191 @@
+"""``recsys train``, ``recsys eval`` and ``recsys model list|show|rollback``."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from recsys_cli.common import DEFAULT_MODEL_DIR, DataDir, ModelDir, console, fail
+from recsys_core.errors import RecsysError
+
+model_app = typer.Typer(help="List, inspect and roll back published model versions.",
+                        no_args_is_help=True)
+
+Dataset = Annotated[str, typer.Option("--dataset", "-d", help="Dataset name or directory.")]
+PROTOCOLS = ("topn", "rating", "stream")
+
+
+def _progress() -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                    console=console, transient=True)
+
+
+def train(
+    dataset: Dataset = "ml-100k",
+    data_dir: DataDir = None,
+    model_dir: ModelDir = DEFAULT_MODEL_DIR,
+    fit_weights: Annotated[bool, typer.Option(
+        help="Fit blend weights on the newest events (else reuse the current version's).")] = True,
+    publish: Annotated[bool, typer.Option(help="Publish the new version.")] = True,
+) -> None:
+    """Train every model on a dataset and publish a new model version."""
+    from recsys_core.loaders import load_dataset
+    from training.registry import ModelRegistry
+    from training.train import run_training
+
+    try:
+        with _progress() as bar:
+            task = bar.add_task("loading data", total=None)
+            ds = load_dataset(dataset, data_dir)
+            registry = ModelRegistry(model_dir) if publish else None
+            run = run_training(ds, registry, fit_weights=fit_weights,
+                               progress=lambda p: bar.update(task, description=f"training: {p}"))
+    except RecsysError as exc:
+        raise fail(exc) from None
+    table = Table(title=f"Trained on {ds.name}", show_header=True)
+    table.add_column("phase")
+    table.add_column("seconds", justify="right")
+    for phase, secs in run.seconds.items():
+        table.add_row(phase, f"{secs:.3f}")
+    console.print(table)
+    console.print(f"blend weights: {run.weights.to_dict()}")
+    if run.published:
+        console.print(f"[green]published version {run.models.bundle.version}[/green] "
+                      f"under {model_dir}")
+
+
+def evaluate(
+    dataset: Dataset = "ml-100k",
+    protocol: Annotated[list[str], typer.Option(
+        "--protocol", "-p", help="topn (A), rating (B), stream (C) or all; repeatable.")] = ["all"],  # noqa: B006
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds for protocol A.")] = "42,7,2026",
+    stratify: Annotated[str, typer.Option(help="Protocol A split: user or movie.")] = "user",
+    out: Annotated[Path, typer.Option(help="Directory for the JSON and the chart.")] = Path(
+        "reports"),
+    data_dir: DataDir = None,
+) -> None:
+    """Run the offline evaluation protocols; print a table, write JSON and a PNG chart."""
+    from recsys_core.loaders import load_dataset
+    from training.evaluation.report import run_evaluation, write_report
+
+    chosen = list(PROTOCOLS) if "all" in protocol else protocol
+    bad = [p for p in chosen if p not in PROTOCOLS]
+    if bad or stratify not in ("user", "movie"):
+        raise fail(f"unknown protocol {bad} or stratify {stratify!r}; "
+                   f"protocols: {', '.join(PROTOCOLS)}, all; stratify: user, movie")
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise fail(f"--seeds must be comma-separated integers, got {seeds!r}") from None
+    try:
+        with _progress() as bar:
+            task = bar.add_task("loading data", total=None)
+            ds = load_dataset(dataset, data_dir)
+            result = run_evaluation(ds, chosen, seed_list, stratify,  # type: ignore[arg-type]
+                                    progress=lambda p: bar.update(task, description=p))
+    except RecsysError as exc:
+        raise fail(exc) from None
+    result["created_at"] = datetime.now(UTC).isoformat()
+    _print_result(result)
+    json_path, png_path = write_report(result, out)
+    console.print(f"wrote {json_path} and {png_path}")
+
+
+def _print_result(result: dict[str, Any]) -> None:
+    if "topn" in result:
+        t = Table(title=f"A · top-10 on {result['dataset']} "
+                        f"(mean of seeds {result['topn']['seeds']}, {result['topn']['stratify']}"
+                        "-stratified)")
+        cols = ["precision@10", "recall@10", "ndcg@10", "map@10", "coverage@10", "novelty@10",
+                "diversity@10"]
+        t.add_column("model")
+        for c in cols:
+            t.add_column(c, justify="right")
+        for name, row in result["topn"]["mean"].items():
+            t.add_row(name, *[f"{row[c]:.4f}" for c in cols])
+        console.print(t)
+    if "rating" in result:
+        t = Table(title=f"B · rating prediction, {result['rating']['folds']}-fold CV")
+        t.add_column("model")
+        t.add_column("RMSE", justify="right")
+        t.add_column("MAE", justify="right")
+        for name, row in result["rating"]["models"].items():
+            t.add_row(name, f"{row['rmse']:.4f}", f"{row['mae']:.4f}")
+        console.print(t)
+    if "stream" in result:
+        s = result["stream"]
+        t = Table(title=f"C · streaming replay ({s['replay_events']} events after "
+                        f"{s['train_events']} for training)")
+        t.add_column("model")
+        t.add_column("HR@10", justify="right")
+        t.add_column("MRR@10", justify="right")
+        for name, row in s["models"].items():
+            t.add_row(name, f"{row['hr@10']:.4f}", f"{row['mrr@10']:.4f}")
+        console.print(t)
+
+
+@model_app.command("list")
+def list_models(model_dir: ModelDir = DEFAULT_MODEL_DIR) -> None:
+    """Published versions, newest last; the current one is marked."""
+    from training.registry import ModelRegistry
+
+    reg = ModelRegistry(model_dir)
+    try:
+        current = reg.current_version()
+        t = Table(title=f"Model versions under {model_dir}")
+        for col in ("version", "current", "created", "dataset", "interactions", "validation"):
+            t.add_column(col)
+        for v in reg.versions():
+            m = reg.manifest(v)
+            val = m.get("metrics", {}).get("validation_ndcg@10")
+            t.add_row(str(v), "*" if v == current else "", str(m.get("created_at", ""))[:19],
+                      str(m.get("dataset", "")), str(m.get("data_window", {}).get("interactions")),
+                      f"{val:.4f}" if isinstance(val, float) else "")
+    except RecsysError as exc:
+        raise fail(exc) from None
+    console.print(t)
+
+
+@model_app.command("show")
+def show_model(
+    version: Annotated[int | None, typer.Argument(help="Version (default: current).")] = None,
+    model_dir: ModelDir = DEFAULT_MODEL_DIR,
+) -> None:
+    """Print a version's manifest."""
+    from training.registry import ModelRegistry
+
+    reg = ModelRegistry(model_dir)
+    try:
+        v = version if version is not None else reg.current_version()
+        if v is None:
+            raise fail(f"no model published under {model_dir}")
+        console.print_json(json.dumps(reg.manifest(v)))
+    except RecsysError as exc:
+        raise fail(exc) from None
+
+
+@model_app.command("rollback")
+def rollback_model(
+    version: Annotated[int | None, typer.Argument(help="Version (default: previous).")] = None,
+    model_dir: ModelDir = DEFAULT_MODEL_DIR,
+) -> None:
+    """Make an older version current again."""
+    from training.registry import ModelRegistry
+
+    try:
+        v = ModelRegistry(model_dir).rollback(version)
+    except RecsysError as exc:
+        raise fail(exc) from None
+    console.print(f"[green]current version is now {v}[/green]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+    app.command("eval")(evaluate)
+    app.add_typer(model_app, name="model")
