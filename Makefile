@@ -24,7 +24,8 @@ test: lint
 	$(BIN)/pytest
 
 demo: install
-	$(BIN)/recsys demo
+	$(BIN)/recsys train --dataset ml-100k
+	$(BIN)/recsys recommend 42 --dataset ml-100k
 
 clean:
 	rm -rf $(VENV) artifacts runs reports

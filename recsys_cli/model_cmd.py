@@ -104,9 +104,11 @@ def _print_result(result: dict[str, Any]) -> None:
                         "-stratified)")
         cols = ["precision@10", "recall@10", "ndcg@10", "map@10", "coverage@10", "novelty@10",
                 "diversity@10"]
-        t.add_column("model")
+        t.add_column("model", no_wrap=True)
         for c in cols:
-            t.add_column(c, justify="right")
+            t.add_column(c.replace("precision", "P").replace("recall", "R").replace(
+                "coverage", "cov").replace("novelty", "nov").replace("diversity", "div"),
+                justify="right")
         for name, row in result["topn"]["mean"].items():
             t.add_row(name, *[f"{row[c]:.4f}" for c in cols])
         console.print(t)
@@ -188,4 +190,48 @@ def rollback_model(
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
     app.command("eval")(evaluate)
+    app.command("recommend")(recommend_offline)
     app.add_typer(model_app, name="model")
+
+
+def recommend_offline(
+    user: Annotated[str, typer.Argument(help="User id as in the dataset.")],
+    k: Annotated[int, typer.Option(min=1, max=100, help="How many movies.")] = 10,
+    dataset: Dataset = "ml-100k",
+    data_dir: DataDir = None,
+    model_dir: ModelDir = DEFAULT_MODEL_DIR,
+) -> None:
+    """Top-k for a dataset user from the current model version, each with its reason."""
+    from recsys_core.explain import explain
+    from recsys_core.history import UserHistory
+    from recsys_core.loaders import load_dataset
+    from recsys_core.scoring import BlendWeights, recommend
+    from training.matrices import aggregate_pairs
+    from training.registry import ModelRegistry
+
+    try:
+        bundle = ModelRegistry(model_dir).load()
+        ds = load_dataset(dataset, data_dir)
+        rows = ds.interactions[ds.interactions["user_id"] == user]
+        if rows.empty:
+            raise fail(f"user {user!r} has no interactions in {ds.name}")
+        from recsys_core.confidence import ConfidenceRule
+
+        rule = ConfidenceRule.from_dict(bundle.manifest.get("confidence_rule", {}))
+        pairs = aggregate_pairs(rows, rule)
+        idx = bundle.movies.indices(pairs["movie_id"], on_missing="minus_one")
+        keep = idx >= 0
+        history = UserHistory.build(idx[keep], pairs["confidence"].to_numpy()[keep],
+                                    pairs["timestamp"].to_numpy(float)[keep],
+                                    pairs["rating"].to_numpy(float)[keep])
+        weights = BlendWeights.from_dict(bundle.manifest.get("blend_weights", {}))
+        items, scores, parts = recommend(bundle, history, weights, k)
+        reasons = explain(bundle, history, weights, parts, items)
+    except RecsysError as exc:
+        raise fail(exc) from None
+    t = Table(title=f"Top {k} for user {user} (model v{bundle.version})")
+    for col in ("#", "movie", "title", "score", "reason"):
+        t.add_column(col)
+    for n, (i, s, r) in enumerate(zip(items, scores, reasons, strict=True), 1):
+        t.add_row(str(n), bundle.movies.raw(int(i)), str(bundle.titles[i]), f"{s:.3f}", r)
+    console.print(t)

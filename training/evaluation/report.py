@@ -87,6 +87,7 @@ def plot_report(result: dict[str, Any], path: Path) -> None:
                    if result["dataset"] == "ml-100k" else {})
             _bars(ax, ours, ref, "RMSE (lower is better)", "B · rating, 5-fold CV",
                   TARGETS["rating_rmse"])
+            ax.set_ylim(0.8, max(max(ours.values()), 1.0) + 0.05)
         else:
             ours = {m: v["hr@10"] for m, v in result["stream"]["models"].items()}
             _bars(ax, ours, {}, "HR@10", "C · streaming replay", TARGETS["stream_hr@10"])
