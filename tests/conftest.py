@@ -6,13 +6,17 @@ stop at the end of the session; logs stay under pytest's basetemp.
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from devstack import DevStack, KafkaBroker, RedisServer
+from recsys_core.dataset import Dataset
+from recsys_core.loaders import load_dataset
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +42,20 @@ def unique_name(request: pytest.FixtureRequest) -> str:
     """A per-test prefix for topic names, group ids and Redis keys, e.g. ``test_x-1a2b3c4d``."""
     base = re.sub(r"[^A-Za-z0-9_-]+", "_", request.node.name)[:40].strip("_")
     return f"{base}-{uuid.uuid4().hex[:8]}"
+
+
+DATA_DIR = Path(
+    os.environ.get("RECSYS_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not (DATA_DIR / "ml-100k").is_dir():
+        pytest.fail(f"MovieLens data not found under {DATA_DIR}; set RECSYS_DATA_DIR")
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def ml100k(data_dir: Path) -> Dataset:
+    return load_dataset("ml-100k", data_dir)
