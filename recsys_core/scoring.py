@@ -23,6 +23,7 @@ import numpy.typing as npt
 from recsys_core.artifacts import ModelBundle
 from recsys_core.foldin import fold_in_user
 from recsys_core.history import UserHistory
+from recsys_core.sparse import row_positions
 
 F64 = npt.NDArray[np.float64]
 COMPONENTS = ("cf", "item", "session", "content", "popularity")
@@ -67,14 +68,9 @@ def neighbor_scores(
     rows = item_idx[mask]
     w = weights[mask]
     ptr, indices, scores = bundle.csr(model)
-    starts = ptr[rows]
-    lengths = ptr[rows + 1] - starts
-    total = int(lengths.sum())
-    if total == 0:
+    flat, lengths = row_positions(ptr, rows)
+    if flat.size == 0:
         return np.zeros(n)
-    # positions of every neighbour of every row, without a Python loop over rows
-    offsets = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
-    flat = np.arange(total, dtype=np.int64) + offsets
     vals = scores[flat].astype(np.float64) * np.repeat(w, lengths)
     out: F64 = np.bincount(indices[flat], weights=vals, minlength=n).astype(
         np.float64

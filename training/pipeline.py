@@ -24,7 +24,7 @@ from recsys_core.scoring import BlendWeights
 from recsys_core.vocab import Vocabulary
 from training.matrices import TrainingData, build_training_data
 from training.models.als import AlsModel, fit_als
-from training.models.content import fit_content_vectors, movie_tokens
+from training.models.content import fit_content_model, movie_tokens
 from training.models.ease import fit_neighbors, session_baskets
 from training.models.popularity import fit_popularity
 from training.models.rating import RatingModel, fit_rating_model
@@ -163,7 +163,7 @@ def train_models(
         session = fit_neighbors(baskets, params.session_regularization, params.neighbors_top_n)
     with _phase("content", timings, progress):
         tokens = movie_tokens(movies, dataset.attributes, meta["years"])
-        content = fit_content_vectors(tokens, params.content_dim, seed=params.seed)
+        content = fit_content_model(tokens, params.content_dim, seed=params.seed)
     with _phase("popularity", timings, progress):
         popularity = fit_popularity(
             data.pairs["movie_idx"].to_numpy(), data.pairs["timestamp"].to_numpy(np.float64),
@@ -205,7 +205,7 @@ def train_models(
         item_factors=als.item_factors,
         yty=gramian(als.item_factors),
         popularity=popularity,
-        content_vectors=content,
+        content_vectors=content.vectors,
         neighbor_indptr=neighbors.indptr,
         neighbor_indices=neighbors.indices,
         neighbor_scores=neighbors.scores,
@@ -215,7 +215,14 @@ def train_models(
         rating_item_bias=rating.item_bias,
         rating_item_factors=rating.item_factors,
         manifest=manifest,
-        extra={"attr_indptr": meta["attr_indptr"], "attr_values": meta["attr_values"]},
+        extra={
+            "attr_indptr": meta["attr_indptr"],
+            "attr_values": meta["attr_values"],
+            "content_tokens": content.tokens,
+            "content_idf": content.idf,
+            "content_token_weights": content.token_weights,
+            "content_components": content.components,
+        },
     )
     timings["total"] = sum(timings.values())
     return TrainedModels(bundle, data, als, rating, timings)

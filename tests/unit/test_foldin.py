@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -12,13 +11,9 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from recsys_core.confidence import ConfidenceRule
+from recsys_core.dataset import Dataset
 from recsys_core.foldin import fold_in_user, gramian
-from recsys_core.loaders import load_dataset
 
-DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-needs_ml100k = pytest.mark.skipif(
-    not (DATA_DIR / "ml-100k").is_dir(), reason=f"ml-100k not found under {DATA_DIR}"
-)
 REGULARIZATION = 0.1
 
 
@@ -30,10 +25,10 @@ class Fitted:
 
 
 @pytest.fixture(scope="module")
-def fitted() -> Fitted:
+def fitted(ml100k: Dataset) -> Fitted:
     from implicit.als import AlternatingLeastSquares
 
-    inter = load_dataset("ml-100k", DATA_DIR).interactions
+    inter = ml100k.interactions
     users, user_idx = np.unique(inter["user_id"].to_numpy(), return_inverse=True)
     movies, movie_idx = np.unique(inter["movie_id"].to_numpy(), return_inverse=True)
     conf = ConfidenceRule().from_ratings(inter["rating"].to_numpy(np.float64))
@@ -55,7 +50,6 @@ def _implicit_vector(fitted: Fitted, row: sp.csr_matrix) -> npt.NDArray[np.float
     return np.asarray(out, dtype=np.float32)
 
 
-@needs_ml100k
 @pytest.mark.parametrize("user_idx", [0, 1, 41, 404, 942])
 def test_fold_in_matches_implicit_recalculate_user(fitted: Fitted, user_idx: int) -> None:
     row = fitted.confidence[user_idx]
@@ -68,7 +62,6 @@ def test_fold_in_matches_implicit_recalculate_user(fitted: Fitted, user_idx: int
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
 
 
-@needs_ml100k
 def test_fold_in_matches_implicit_for_a_user_with_one_interaction(fitted: Fitted) -> None:
     # one real rating of user 0, alone on a row
     full = fitted.confidence[0]
@@ -86,7 +79,6 @@ def test_fold_in_matches_implicit_for_a_user_with_one_interaction(fitted: Fitted
     assert np.abs(got).max() > 0
 
 
-@needs_ml100k
 def test_fold_in_matches_implicit_for_unordered_indices(fitted: Fitted) -> None:
     # the same interactions in another order give the same vector
     row = fitted.confidence[7]
@@ -98,11 +90,11 @@ def test_fold_in_matches_implicit_for_unordered_indices(fitted: Fitted) -> None:
     np.testing.assert_allclose(a, _implicit_vector(fitted, row), atol=1e-4, rtol=1e-4)
 
 
-@needs_ml100k
 def test_gramian_equals_implicit_yty(fitted: Fitted) -> None:
     y = fitted.item_factors
     np.testing.assert_allclose(gramian(y), y.astype(np.float64).T @ y.astype(np.float64))
-    np.testing.assert_allclose(gramian(y), fitted.model.YtY, rtol=1e-4, atol=1e-3)  # type: ignore[attr-defined]
+    yty_implicit = fitted.model.YtY  # type: ignore[attr-defined]
+    np.testing.assert_allclose(gramian(y), yty_implicit, rtol=1e-4, atol=1e-3)
 
 
 # --- small known answers and bad input ---------------------------------------------------

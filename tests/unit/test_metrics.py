@@ -255,6 +255,7 @@ def test_intra_list_diversity_skips_lists_shorter_than_two() -> None:
         " a zero vector (a movie without metadata) has self-similarity 0 and inflates the"
         " result: [[1,0],[0,0]] gives 1.5 instead of 1.0"
     ),
+    raises=AssertionError,
     strict=True,
 )
 def test_intra_list_diversity_with_a_zero_vector_stays_a_mean_pair_distance() -> None:

@@ -6,6 +6,8 @@ Movies without metadata get a zero vector (they score 0 on the content component
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
@@ -47,12 +49,26 @@ def movie_tokens(
     return tokens
 
 
-def fit_content_vectors(
+@dataclass
+class ContentModel:
+    vectors: npt.NDArray[np.float32]  # (movies, dim), unit or zero rows
+    tokens: npt.NDArray[np.str_]  # the TF-IDF vocabulary
+    idf: npt.NDArray[np.float32]  # per token
+    token_weights: npt.NDArray[np.float32]  # kind weight per token
+    components: npt.NDArray[np.float32]  # (dim, tokens); empty when not reduced
+
+
+def fit_content_model(
     tokens: list[list[str]], dim: int = 64, min_df: int = 2, seed: int = 0
-) -> npt.NDArray[np.float32]:
+) -> ContentModel:
+    """TF-IDF (sublinear tf) × kind weights, L2 rows, truncated SVD, L2 rows. Shipping the
+    vocabulary, idf, weights and SVD components lets a new movie from a catalog event get
+    its vector without retraining (:func:`recsys_core.content.content_vector`)."""
     n = len(tokens)
+    empty = np.zeros(0, dtype=np.float32)
     if not any(tokens):
-        return np.zeros((n, 1), dtype=np.float32)
+        return ContentModel(np.zeros((n, 1), np.float32), np.zeros(0, np.str_), empty, empty,
+                            np.zeros((1, 0), np.float32))
     vectorizer = TfidfVectorizer(
         analyzer=lambda doc: doc, min_df=min(min_df, n), sublinear_tf=True, norm=None
     )
@@ -66,7 +82,16 @@ def fit_content_vectors(
     x = normalize(x.multiply(col_weights).tocsr())
     k = min(dim, x.shape[1] - 1, n - 1)
     if k >= 2:
-        dense = TruncatedSVD(n_components=k, random_state=seed).fit_transform(x)
+        svd = TruncatedSVD(n_components=k, random_state=seed)
+        dense = svd.fit_transform(x)
+        components = svd.components_.astype(np.float32)
     else:
         dense = x.toarray()
-    return np.asarray(normalize(dense), dtype=np.float32)
+        components = np.eye(x.shape[1], dtype=np.float32)
+    return ContentModel(
+        np.asarray(normalize(dense), dtype=np.float32),
+        np.asarray(vocab, dtype=np.str_),
+        vectorizer.idf_.astype(np.float32),
+        col_weights.astype(np.float32),
+        components,
+    )

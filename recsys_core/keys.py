@@ -1,0 +1,54 @@
+"""Every topic name and Redis key, defined once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from recsys_core.events import EventType
+
+TOPICS: dict[EventType, str] = {
+    "rating": "ratings.v1",
+    "watch": "watches.v1",
+    "catalog": "catalog.v1",
+}
+
+
+def dead_letter_topic(topic: str) -> str:
+    return f"{topic}.dlq"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Redis key names under one prefix (tests use their own prefixes)."""
+
+    prefix: str = "recsys"
+
+    def history(self, user_id: str) -> str:
+        """Hash movie_id → packed pair state (latest rating, best completion, times)."""
+        return f"{self.prefix}:uh:{{{user_id}}}"
+
+    def recent(self, user_id: str) -> str:
+        """Sorted set movie_id → last interaction time (the cap and the order)."""
+        return f"{self.prefix}:ur:{{{user_id}}}"
+
+    def meta(self, user_id: str) -> str:
+        """Hash: rev (applied events), vector, vector_version, vector_rev, affinities."""
+        return f"{self.prefix}:uv:{{{user_id}}}"
+
+    def event_seen(self, event_id: str) -> str:
+        return f"{self.prefix}:ev:{event_id}"
+
+    def catalog_movie(self, movie_id: str) -> str:
+        return f"{self.prefix}:movie:{movie_id}"
+
+    def catalog_index(self) -> str:
+        """Set of movie ids that arrived through catalog events."""
+        return f"{self.prefix}:movies"
+
+    def event_log(self) -> str:
+        """Redis stream: every applied event, once, for the trainer."""
+        return f"{self.prefix}:eventlog"
+
+    def user_updates(self) -> str:
+        """Pub/sub channel announcing a user whose state changed."""
+        return f"{self.prefix}:user-updated"
