@@ -7,9 +7,10 @@ share a Redis Cluster slot):
 - ``meta`` hash: ``rev`` (events applied), ``vector`` (float32 LE), ``vector_version``,
   ``vector_rev``, ``affinity`` (JSON of the strongest genres and people).
 
-:meth:`UserStateStore.apply` runs one Lua script per event that, atomically, drops a
-duplicate ``event_id``, merges the pair, trims to the cap, bumps ``rev`` and appends the
-event to the event-log stream, so the log holds each applied event exactly once.
+:meth:`UserStateStore.apply` runs one Lua script per user and batch that, atomically and
+in order, drops each duplicate ``event_id``, merges the pair, appends the event to the
+event-log stream (so the log holds each applied event exactly once), then trims to the cap
+and bumps ``rev``.
 """
 
 from __future__ import annotations
@@ -27,43 +28,59 @@ from recsys_core.keys import Keys
 from recsys_core.userstate import PairState, decode_vector, encode_vector
 
 APPLY_LUA = """
--- KEYS: seen, history, recent, meta, eventlog
--- ARGV: event_id, movie_id, ts, rating|'', completion|'', cap, ttl, payload, log_maxlen
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[7])) == false then
-  return {0, tonumber(redis.call('HGET', KEYS[4], 'rev') or '0')}
-end
-local ts = tonumber(ARGV[3])
-local rat_at, rat, comp, last = nil, nil, nil, ts
-local cur = redis.call('HGET', KEYS[2], ARGV[2])
-if cur then
-  local f = {}
-  for part in string.gmatch(cur .. '|', '([^|]*)|') do f[#f + 1] = part end
-  if f[1] ~= '' then rat_at = tonumber(f[1]) end
-  if f[2] ~= '' then rat = tonumber(f[2]) end
-  if f[3] ~= '' then comp = tonumber(f[3]) end
-  if f[4] ~= '' and tonumber(f[4]) > last then last = tonumber(f[4]) end
-end
-if ARGV[4] ~= '' then
-  local r = tonumber(ARGV[4])
-  if rat == nil or ts > rat_at or (ts == rat_at and r > rat) then rat_at, rat = ts, r end
-end
-if ARGV[5] ~= '' then
-  local c = tonumber(ARGV[5])
-  if comp == nil or c > comp then comp = c end
-end
+-- One user's events of a batch, in order.
+-- KEYS: history, recent, meta, eventlog, then one dedupe key per event
+-- ARGV: cap, ttl, log_maxlen, then per event: movie_id, ts, rating|'', completion|'', payload
+local cap, ttl, maxlen = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local function s(x) if x == nil then return '' end return string.format('%.17g', x) end
-redis.call('HSET', KEYS[2], ARGV[2], s(rat_at) .. '|' .. s(rat) .. '|' .. s(comp) .. '|' .. s(last))
-redis.call('ZADD', KEYS[3], last, ARGV[2])
-local cap = tonumber(ARGV[6])
-local n = redis.call('ZCARD', KEYS[3])
-if n > cap then
-  local old = redis.call('ZRANGE', KEYS[3], 0, n - cap - 1)
-  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, n - cap - 1)
-  redis.call('HDEL', KEYS[2], unpack(old))
+local out = {}
+local applied = 0
+for e = 1, #KEYS - 4 do
+  local a = 3 + (e - 1) * 5
+  if redis.call('SET', KEYS[4 + e], '1', 'NX', 'EX', ttl) == false then
+    out[e] = 0
+  else
+    out[e] = 1
+    applied = applied + 1
+    local movie, ts = ARGV[a + 1], tonumber(ARGV[a + 2])
+    local rat_at, rat, comp, last = nil, nil, nil, ts
+    local cur = redis.call('HGET', KEYS[1], movie)
+    if cur then
+      local f = {}
+      for part in string.gmatch(cur .. '|', '([^|]*)|') do f[#f + 1] = part end
+      if f[1] ~= '' then rat_at = tonumber(f[1]) end
+      if f[2] ~= '' then rat = tonumber(f[2]) end
+      if f[3] ~= '' then comp = tonumber(f[3]) end
+      if f[4] ~= '' and tonumber(f[4]) > last then last = tonumber(f[4]) end
+    end
+    if ARGV[a + 3] ~= '' then
+      local r = tonumber(ARGV[a + 3])
+      if rat == nil or ts > rat_at or (ts == rat_at and r > rat) then rat_at, rat = ts, r end
+    end
+    if ARGV[a + 4] ~= '' then
+      local c = tonumber(ARGV[a + 4])
+      if comp == nil or c > comp then comp = c end
+    end
+    local packed = s(rat_at) .. '|' .. s(rat) .. '|' .. s(comp) .. '|' .. s(last)
+    redis.call('HSET', KEYS[1], movie, packed)
+    redis.call('ZADD', KEYS[2], last, movie)
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', maxlen, '*', 'e', ARGV[a + 5])
+  end
 end
-local rev = redis.call('HINCRBY', KEYS[4], 'rev', 1)
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', tonumber(ARGV[9]), '*', 'e', ARGV[8])
-return {1, rev}
+local n = redis.call('ZCARD', KEYS[2])
+if n > cap then
+  local old = redis.call('ZRANGE', KEYS[2], 0, n - cap - 1)
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, n - cap - 1)
+  redis.call('HDEL', KEYS[1], unpack(old))
+end
+local rev
+if applied > 0 then
+  rev = redis.call('HINCRBY', KEYS[3], 'rev', applied)
+else
+  rev = tonumber(redis.call('HGET', KEYS[3], 'rev') or '0')
+end
+out[#out + 1] = rev
+return out
 """
 
 
@@ -112,22 +129,32 @@ class UserStateStore:
                    **kwargs)
 
     def apply(self, batch: Sequence[Interaction]) -> list[tuple[bool, int]]:
-        """Apply events in order in one round trip; per event (applied, user's rev)."""
+        """Apply a batch in one round trip, one script call per user with that user's events
+        in order; per event (applied, the user's rev after the batch)."""
         if not batch:
             return []
+        by_user: dict[str, list[int]] = {}
+        for n, it in enumerate(batch):
+            by_user.setdefault(it.user_id, []).append(n)
         pipe = self.r.pipeline(transaction=False)
         k = self.keys
-        for it in batch:
-            self._apply(
-                keys=[k.event_seen(it.event_id), k.history(it.user_id), k.recent(it.user_id),
-                      k.meta(it.user_id), k.event_log()],
-                args=[it.event_id, it.movie_id, repr(float(it.timestamp)),
-                      "" if it.rating is None else repr(float(it.rating)),
-                      "" if it.completion is None else repr(float(it.completion)),
-                      self.cap, self.ttl, it.payload, self.log_maxlen],
-                client=pipe,
-            )
-        return [(bool(applied), int(rev)) for applied, rev in pipe.execute()]
+        for uid, positions in by_user.items():
+            args: list[Any] = [self.cap, self.ttl, self.log_maxlen]
+            keys = [k.history(uid), k.recent(uid), k.meta(uid), k.event_log()]
+            for n in positions:
+                it = batch[n]
+                keys.append(k.event_seen(it.event_id))
+                args += [it.movie_id, repr(float(it.timestamp)),
+                         "" if it.rating is None else repr(float(it.rating)),
+                         "" if it.completion is None else repr(float(it.completion)),
+                         it.payload]
+            self._apply(keys=keys, args=args, client=pipe)
+        out: list[tuple[bool, int]] = [(False, 0)] * len(batch)
+        for positions, flags in zip(by_user.values(), pipe.execute(), strict=True):
+            rev = int(flags[-1])
+            for n, flag in zip(positions, flags[:-1], strict=True):
+                out[n] = (bool(flag), rev)
+        return out
 
     def read(self, user_ids: Sequence[str], factors: int) -> list[UserSnapshot]:
         """Every user's pairs and meta in one round trip."""

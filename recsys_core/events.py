@@ -9,7 +9,6 @@ with a short reason code used for dead letters and metrics.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -171,6 +170,10 @@ def _reason(exc: ValidationError) -> InvalidEvent:
     err = exc.errors()[0]
     field = ".".join(str(p) for p in err["loc"]) or "event"
     kind = err["type"]
+    if kind == "json_invalid":
+        return InvalidEvent("malformed_json", str(err.get("msg", "")))
+    if kind == "model_type":
+        return InvalidEvent("not_an_object", "an event must be a JSON object")
     if kind == "missing":
         reason = "missing_field"
     elif kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than",
@@ -200,9 +203,10 @@ def parse_event(kind: EventType, raw: bytes | bytearray | memoryview | None) -> 
     if len(raw) > MAX_EVENT_BYTES:
         raise InvalidEvent("oversized", f"{len(raw)} bytes, at most {MAX_EVENT_BYTES}")
     try:
-        data = json.loads(raw.decode("utf-8"))
+        raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidEvent("malformed_json", "the value is not UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidEvent("malformed_json", str(exc)) from None
-    return validate_event(kind, data)
+    try:
+        return SCHEMAS[kind].model_validate_json(raw)
+    except ValidationError as exc:
+        raise _reason(exc) from None

@@ -67,18 +67,25 @@ def history_from_pairs(
     pairs: Mapping[str, PairState], bundle: ModelBundle, rule: ConfidenceRule
 ) -> tuple[UserHistory, int]:
     """The scorer's history over movies the model knows, and how many pairs it skipped."""
-    idx, conf, ts, ratings = [], [], [], []
+    idx, ts, ratings, completions = [], [], [], []
     unknown = 0
+    get = bundle.movies.get
     for movie_id, state in pairs.items():
-        i = bundle.movies.get(movie_id)
+        i = get(movie_id)
         if i is None:
             unknown += 1
             continue
         idx.append(i)
-        conf.append(state.confidence(rule))
         ts.append(state.last_at)
         ratings.append(np.nan if state.rating is None else state.rating)
-    return UserHistory.build(idx, conf, ts, ratings), unknown
+        completions.append(np.nan if state.completion is None else state.completion)
+    r = np.asarray(ratings, dtype=np.float64)
+    c = np.asarray(completions, dtype=np.float64)
+    strength = np.maximum(
+        np.nan_to_num(rule.rating_strength(r), nan=0.0),
+        rule.completion_strength(np.nan_to_num(c, nan=0.0)),
+    )
+    return UserHistory.build(idx, rule.confidence(strength), ts, r), unknown
 
 
 def encode_vector(vector: npt.NDArray[np.floating]) -> bytes:
@@ -133,7 +140,11 @@ class AffinityIndex:
             return {}
         sums = np.bincount(self.indices[flat], weights=np.repeat(w, lengths),
                            minlength=len(self.tokens))
-        order = np.argsort(-sums, kind="stable")[:top]
+        if sums.size > top:
+            head = np.argpartition(-sums, top - 1)[:top]
+            order = head[np.lexsort((head, -sums[head]))]
+        else:
+            order = np.lexsort((np.arange(sums.size), -sums))
         order = order[sums[order] > 0]
         if order.size == 0:
             return {}

@@ -74,7 +74,7 @@ def test_ranking_metric_is_the_mean_over_users(metric: Metric) -> None:
 
 def test_ranking_metrics_accept_numpy_arrays() -> None:
     recs = [np.array([1, 2, 3], dtype=np.int64)]
-    relevant = [{np.int64(1), 3}]
+    relevant = [{1, 3}]
     assert precision_at_k(recs, relevant, k=3) == pytest.approx(2 / 3)
 
 
