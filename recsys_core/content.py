@@ -30,6 +30,7 @@ def content_vector(bundle: ModelBundle, tokens: Iterable[str]) -> npt.NDArray[np
     vals = tf * bundle.extra["content_idf"][cols] * bundle.extra["content_token_weights"][cols]
     vals = vals / np.linalg.norm(vals)
     comps = bundle.extra["content_components"]
-    vec = comps[:, cols] @ vals
+    vec: npt.NDArray[np.float64] = np.asarray(comps[:, cols] @ vals, dtype=np.float64)
     norm = float(np.linalg.norm(vec))
-    return (vec / norm if norm > 0 else vec).astype(np.float32)
+    out: npt.NDArray[np.float32] = (vec / norm if norm > 0 else vec).astype(np.float32)
+    return out
