@@ -5,6 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 export RECSYS_DATA_DIR ?= $(abspath ../shared/data)
+export OPENBLAS_NUM_THREADS ?= 1
 
 .PHONY: install test lint demo bench clean
 

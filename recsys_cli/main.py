@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from threadpoolctl import threadpool_limits
 
 from recsys_cli import data_cmd, model_cmd
 
@@ -13,6 +14,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_cmd.app, name="data")
+
+
+@app.callback()
+def _setup() -> None:
+    """Real-time streaming movie recommender."""
+    # many small matrix solves: competing BLAS threads cost far more than they give
+    threadpool_limits(1, "blas")
+
 model_cmd.register(app)
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,13 +200,16 @@ def load_bundle(directory: Path) -> ModelBundle:
             arrays = {name: npz[name] for name in npz.files}
     except FileNotFoundError:
         raise ArtifactError(f"{directory}: no {ARRAYS_FILE}") from None
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
         raise ArtifactError(f"{directory}: cannot read {ARRAYS_FILE} ({exc})") from None
+    version = manifest.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise ArtifactError(f"{directory}: manifest has no valid version ({version!r})")
     missing = [name for name in REQUIRED_ARRAYS if name not in arrays]
     if missing:
         raise ArtifactError(f"{directory}: missing arrays {', '.join(missing)}")
     bundle = ModelBundle(
-        version=int(manifest["version"]),
+        version=version,
         movies=Vocabulary.from_array(arrays["movie_ids"], kind="movie"),
         titles=arrays["titles"],
         years=arrays["years"],

@@ -124,5 +124,6 @@ def intra_list_diversity(
             continue
         sims = unit[idx] @ unit[idx].T
         n = idx.size
-        out.append(float((n * n - sims.sum()) / (n * (n - 1))))
+        off_diagonal = sims.sum() - np.trace(sims)
+        out.append(float((n * (n - 1) - off_diagonal) / (n * (n - 1))))
     return _mean(out)

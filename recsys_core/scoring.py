@@ -158,7 +158,10 @@ def top_k(
     k = min(k, finite)
     if k <= 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
-    part = np.argpartition(-s, k - 1)[:k]
+    kth = s[np.argpartition(-s, k - 1)[k - 1]]
+    above = np.flatnonzero(s > kth)
+    tied = np.flatnonzero(s == kth)[: k - above.size]  # ties at the cut: lower index first
+    part = np.concatenate([above, tied])
     order = np.lexsort((part, -s[part]))
     idx = part[order].astype(np.int64)
     return idx, s[idx]

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from threadpoolctl import threadpool_limits
 
 from devstack import DevStack, KafkaBroker, RedisServer
 from recsys_core.dataset import Dataset
@@ -43,6 +44,9 @@ def unique_name(request: pytest.FixtureRequest) -> str:
     base = re.sub(r"[^A-Za-z0-9_-]+", "_", request.node.name)[:40].strip("_")
     return f"{base}-{uuid.uuid4().hex[:8]}"
 
+
+# small matrix solves everywhere: competing BLAS threads only slow the suite down
+threadpool_limits(1, "blas")
 
 DATA_DIR = Path(
     os.environ.get("RECSYS_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data"

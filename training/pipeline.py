@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 import recsys_core
 from recsys_core.artifacts import ModelBundle
@@ -137,7 +138,22 @@ def train_models(
     interactions: pd.DataFrame | None = None,
     progress: Progress | None = None,
 ) -> TrainedModels:
-    """Fit ALS, the neighbour model, content vectors, popularity and the rating model."""
+    """Fit ALS, the neighbour model, content vectors, popularity and the rating model.
+
+    BLAS runs single-threaded: the many small solves here slow down badly when its threads
+    compete with each other (and with the stream and API on the same cores)."""
+    with threadpool_limits(1, "blas"):
+        return _train_models(dataset, params, weights, version, interactions, progress)
+
+
+def _train_models(
+    dataset: Dataset,
+    params: TrainParams | None,
+    weights: BlendWeights | None,
+    version: int,
+    interactions: pd.DataFrame | None,
+    progress: Progress | None,
+) -> TrainedModels:
     params = params or TrainParams()
     weights = weights or BlendWeights()
     inter = dataset.interactions if interactions is None else interactions

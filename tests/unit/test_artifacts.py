@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -186,14 +185,6 @@ def test_wrong_format_version_is_an_artifact_error(copy: Path, fmt: object) -> N
         load_bundle(copy)
 
 
-@pytest.mark.xfail(
-    reason=(
-        "load_bundle reads int(manifest['version']) unguarded (artifacts.py line 208): a"
-        " manifest without 'version' raises KeyError instead of ArtifactError"
-    ),
-    raises=KeyError,
-    strict=True,
-)
 def test_manifest_without_version_is_an_artifact_error(copy: Path) -> None:
     _rewrite_manifest(copy, lambda m: m.pop("version"))
     with pytest.raises(ArtifactError):
@@ -224,15 +215,6 @@ def _flip_bytes(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.xfail(
-    reason=(
-        "load_bundle catches only (ValueError, OSError) around np.load (artifacts.py line"
-        " 202); a truncated or corrupted npz raises zipfile.BadZipFile ('File is not a zip"
-        " file' / 'Bad CRC-32'), an Exception subclass, which escapes instead of ArtifactError"
-    ),
-    raises=zipfile.BadZipFile,
-    strict=True,
-)
 @pytest.mark.parametrize("damage", [_truncate, _flip_bytes], ids=["truncated", "corrupted"])
 def test_damaged_arrays_file_is_an_artifact_error(
     copy: Path, damage: Callable[[Path], None]

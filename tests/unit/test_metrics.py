@@ -249,15 +249,6 @@ def test_intra_list_diversity_skips_lists_shorter_than_two() -> None:
     assert intra_list_diversity([[0, 1], [1, 2]], vectors, k=1) == 0.0
 
 
-@pytest.mark.xfail(
-    reason=(
-        "intra_list_diversity uses n*n - sims.sum(), which assumes every self-similarity is 1;"
-        " a zero vector (a movie without metadata) has self-similarity 0 and inflates the"
-        " result: [[1,0],[0,0]] gives 1.5 instead of 1.0"
-    ),
-    raises=AssertionError,
-    strict=True,
-)
 def test_intra_list_diversity_with_a_zero_vector_stays_a_mean_pair_distance() -> None:
     # the only pair has cosine similarity 0 (zero vector): distance 1
     vectors = np.array([[1.0, 0.0], [0.0, 0.0]])

@@ -184,16 +184,6 @@ def test_ease_with_large_regularization_approaches_cooccurrence_over_lambda() ->
     np.testing.assert_allclose(dense * lam, expected, rtol=1e-3)
 
 
-@pytest.mark.xfail(
-    reason=(
-        "ease._top_n_rows keeps min(top_n, n - 1) columns by value; the zeroed diagonal is"
-        " kept whenever top_n >= n - 1 (or a row has fewer than top_n positive weights), so"
-        " the movie becomes its own neighbour with score 0. The pipeline default"
-        " neighbors_top_n=2000 >= 1681 does this for every ml-100k movie"
-    ),
-    raises=AssertionError,
-    strict=True,
-)
 def test_ease_neighbours_exclude_the_movie_itself_when_top_n_covers_the_catalogue() -> None:
     x = sp.csr_matrix(np.array([[1, 1, 0], [0, 1, 1], [1, 0, 0], [0, 0, 1]], np.float32))
     model = fit_ease(x, regularization=1.0, top_n=10)

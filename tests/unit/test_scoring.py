@@ -98,15 +98,6 @@ def test_top_k_breaks_ties_by_lower_index() -> None:
     np.testing.assert_allclose(scores, [2.0, 2.0, 2.0])
 
 
-@pytest.mark.xfail(
-    reason=(
-        "top_k picks the k candidates with np.argpartition, which chooses arbitrarily among"
-        " ties at the k-th place, and only then orders by (score, index): for scores"
-        " [0, 0, 1, 1] and k=1 it returns [3] instead of the lower index [2]"
-    ),
-    raises=AssertionError,
-    strict=True,
-)
 def test_top_k_breaks_ties_at_the_cut_by_lower_index() -> None:
     idx, _ = top_k(np.array([0.0, 0.0, 1.0, 1.0]), 1)
     assert idx.tolist() == [2]

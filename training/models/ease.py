@@ -34,6 +34,8 @@ def _top_n_rows(dense: npt.NDArray[np.float64], top_n: int) -> NeighborModel:
     if keep <= 0:
         return NeighborModel(np.zeros(n + 1, np.int64), np.zeros(0, np.int32),
                              np.zeros(0, np.float32), "ease")
+    dense = dense.copy()
+    np.fill_diagonal(dense, -np.inf)  # a movie is never its own neighbour
     idx = np.argpartition(-dense, keep - 1, axis=1)[:, :keep]
     idx.sort(axis=1)
     vals = np.take_along_axis(dense, idx, axis=1)
