@@ -1,0 +1,145 @@
+"""The Faust application: one agent per input topic, all in one consumer group.
+
+Each agent takes batches (``stream.take_events``), hands them to :class:`StreamProcessor`
+in a worker thread (the Redis client is synchronous; the event loop keeps heartbeating),
+sends dead letters, and records metrics. A batch that fails on Redis is retried with
+backoff until Redis answers again: Faust acks every event it handed out, so an event is
+never acked before it is applied (the dedupe in Redis makes the retry safe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import faust
+import redis
+from prometheus_client import start_http_server
+
+from adapters.redis_store import UserStateStore
+from recsys_core.errors import RecsysError
+from recsys_core.events import EventType
+from streams import metrics
+from streams.processor import ModelView, Record, StreamProcessor
+from streams.settings import StreamSettings
+from training.registry import ModelRegistry
+
+log = logging.getLogger(__name__)
+KINDS: tuple[EventType, ...] = ("rating", "watch", "catalog")
+
+
+class WorkerState:
+    """Long-lived clients and the current model of one worker process."""
+
+    def __init__(self, settings: StreamSettings) -> None:
+        self.settings = settings
+        self.store = UserStateStore.from_url(
+            settings.redis_url, keys=settings.keys, cap=settings.user_history_cap,
+            dedupe_ttl_seconds=settings.dedupe_ttl_seconds,
+        )
+        self.registry = ModelRegistry(settings.model_dir)
+        self.view: ModelView | None = None
+        self.processor = StreamProcessor(self.store, lambda: self.view)
+        self.last_offset: dict[tuple[str, int], int] = {}
+
+    def poll_model(self) -> None:
+        """Load the published version if it differs from the one in use."""
+        try:
+            current = self.registry.current_version()
+            if current is None or (self.view is not None and self.view.version == current):
+                return
+            self.view = ModelView(self.registry.load(current))
+        except RecsysError as exc:
+            log.warning("model version not loaded: %s", exc)
+            return
+        metrics.MODEL_VERSION.set(self.view.version)
+        log.info("folding in with model version %d", self.view.version)
+
+    async def process(self, kind: EventType, records: list[Record]) -> Any:
+        delay = 0.1
+        while True:
+            try:
+                return await asyncio.to_thread(self.processor.process, kind, records)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                metrics.REDIS_ERRORS.inc()
+                log.warning("redis unavailable (%s); retrying the batch in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+
+def create_app(settings: StreamSettings) -> faust.App:
+    app = faust.App(
+        settings.stream_app_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        autodiscover=False,
+        web_enabled=False,
+        datadir=str(settings.stream_data_dir),
+        topic_partitions=settings.stream_partitions,
+        topic_replication_factor=1,
+        topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.stream_session_timeout,
+        broker_heartbeat_interval=max(settings.stream_session_timeout / 5, 0.5),
+        broker_rebalance_timeout=settings.stream_session_timeout,
+        broker_commit_interval=1.0,
+    )
+    state = WorkerState(settings)
+    app.recsys_state = state  # type: ignore[attr-defined]
+
+    for kind in KINDS:
+        topic = app.topic(settings.topic(kind), key_serializer="raw", value_serializer="raw")
+        dlq = app.topic(settings.dead_letter_topic(kind), key_serializer="raw",
+                        value_serializer="raw")
+        app.agent(topic, name=f"recsys-{kind}")(_agent(kind, dlq, state))
+
+    @app.task  # type: ignore[misc]
+    async def _start() -> None:
+        if settings.stream_metrics_port:
+            start_http_server(settings.stream_metrics_port, addr="0.0.0.0")
+        state.poll_model()
+
+    @app.timer(settings.stream_model_poll_seconds)  # type: ignore[misc]
+    async def _poll_model() -> None:
+        await asyncio.to_thread(state.poll_model)
+
+    @app.timer(5.0)  # type: ignore[misc]
+    async def _lag() -> None:
+        consumer = app.consumer
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is None:
+                continue
+            done = state.last_offset.get((tp.topic, tp.partition), -1)
+            metrics.LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - done - 1))
+
+    return app
+
+
+def _agent(kind: EventType, dlq: faust.TopicT, state: WorkerState) -> Any:
+    settings = state.settings
+
+    async def agent(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.stream_batch_size,
+                                               within=settings.stream_batch_seconds):
+            records = [
+                Record(e.value, e.message.topic, e.message.partition, e.message.offset,
+                       e.key)
+                for e in events
+            ]
+            result = await state.process(kind, records)
+            for letter in result.dead_letters:
+                await dlq.send(key=letter.key, value=letter.value)
+                metrics.DEAD_LETTERS.labels(kind, letter.reason).inc()
+            for outcome, n in result.outcomes.items():
+                metrics.EVENTS.labels(kind, outcome).inc(n)
+            metrics.VECTORS.inc(result.vectors_updated)
+            metrics.BATCH_SECONDS.labels(kind).observe(result.seconds)
+            metrics.BATCH_EVENTS.labels(kind).observe(len(records))
+            for r in records:
+                key = (r.topic, r.partition)
+                if r.offset > state.last_offset.get(key, -1):
+                    state.last_offset[key] = r.offset
+
+    return agent

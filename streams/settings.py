@@ -1,0 +1,27 @@
+"""Settings of a stream worker (environment prefix ``RECSYS_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from adapters.settings import CommonSettings
+
+
+class StreamSettings(CommonSettings):
+    stream_app_id: str = Field("recsys-stream", description="Consumer group of the workers")
+    stream_partitions: int = Field(8, ge=1, le=1024, description="Partitions per input topic")
+    stream_batch_size: int = Field(1000, ge=1, le=100_000, description="Events per batch")
+    stream_batch_seconds: float = Field(0.05, gt=0, le=10,
+                                        description="Longest wait to fill a batch")
+    stream_metrics_port: int = Field(9101, ge=0, le=65535,
+                                     description="Prometheus port of a worker (0: off)")
+    stream_session_timeout: float = Field(10.0, ge=2, le=300,
+                                          description="Consumer-group session timeout, s")
+    stream_model_poll_seconds: float = Field(5.0, gt=0, description="How often to look for "
+                                             "a newly published model version")
+    stream_data_dir: Path = Field(Path("runs/stream"), description="Worker scratch directory")
+    dedupe_ttl_seconds: int = Field(7 * 24 * 3600, ge=60,
+                                    description="How long an event_id is remembered")
+    log_level: str = Field("info", description="Log level of every role")
