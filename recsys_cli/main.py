@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from threadpoolctl import threadpool_limits
 
-from recsys_cli import data_cmd, model_cmd
+from recsys_cli import data_cmd, model_cmd, stream_cmd
 
 app = typer.Typer(
     name="recsys",
@@ -23,6 +23,7 @@ def _setup() -> None:
     threadpool_limits(1, "blas")
 
 model_cmd.register(app)
+stream_cmd.register(app)
 
 if __name__ == "__main__":
     app()

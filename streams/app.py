@@ -68,7 +68,31 @@ class WorkerState:
                 delay = min(delay * 2, 5.0)
 
 
+def limit_fetch_wait(max_wait_ms: int) -> None:
+    """Cap how long a fetch may wait on the broker for new data.
+
+    Faust fixes aiokafka's ``fetch_max_wait_ms`` at 1500 ms. Kafka answers a waiting fetch as
+    soon as data arrives, but the embedded development broker waits out the full time, which
+    would add up to 1.5 s between an event and its processing; a short wait keeps freshness in
+    milliseconds on both, for a few more idle fetch requests.
+    """
+    from faust.transport.drivers import aiokafka as driver
+
+    original = driver.AIOKafkaConsumerThread._create_worker_consumer
+    if getattr(original, "_recsys_patched", False):
+        return
+
+    def create(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        consumer._fetch_max_wait_ms = max_wait_ms
+        return consumer
+
+    create._recsys_patched = True  # type: ignore[attr-defined]
+    driver.AIOKafkaConsumerThread._create_worker_consumer = create  # type: ignore[method-assign]
+
+
 def create_app(settings: StreamSettings) -> faust.App:
+    limit_fetch_wait(settings.stream_fetch_max_wait_ms)
     app = faust.App(
         settings.stream_app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",

@@ -15,6 +15,8 @@ class StreamSettings(CommonSettings):
     stream_batch_size: int = Field(1000, ge=1, le=100_000, description="Events per batch")
     stream_batch_seconds: float = Field(0.05, gt=0, le=10,
                                         description="Longest wait to fill a batch")
+    stream_fetch_max_wait_ms: int = Field(25, ge=1, le=5000, description="Longest time a "
+                                          "fetch waits on the broker for new data, ms")
     stream_metrics_port: int = Field(9101, ge=0, le=65535,
                                      description="Prometheus port of a worker (0: off)")
     stream_session_timeout: float = Field(10.0, ge=2, le=300,
