@@ -8,6 +8,7 @@ same slice twice produces the same ids and the stream's dedupe drops the second 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -194,3 +195,22 @@ def replay(
         if progress is not None:
             progress(run.submitted)
     return run
+
+
+class Deliveries:
+    """Acks and failures, counted from the producer's I/O thread."""
+
+    def __init__(self) -> None:
+        self.acked = 0
+        self.failed = 0
+        self.first_error: str | None = None
+        self._lock = threading.Lock()
+
+    def ok(self, _metadata: object = None) -> None:
+        with self._lock:
+            self.acked += 1
+
+    def error(self, exc: BaseException) -> None:
+        with self._lock:
+            self.failed += 1
+            self.first_error = self.first_error or f"{type(exc).__name__}: {exc}"

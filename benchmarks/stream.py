@@ -99,6 +99,8 @@ def main() -> None:
             wait_for(lambda: bool(metric_values(port, "recsys_stream_consumer_lag"))
                      and max(metric_values(port, "recsys_stream_consumer_lag")) == 0, 30, 0.5)
             lag = max(metric_values(port, "recsys_stream_consumer_lag"))
+            busy = sum(metric_values(port, "recsys_stream_batch_seconds_sum"))
+            batches = sum(metric_values(port, "recsys_stream_batch_events_count"))
             equal, total, worst = equivalence(stack.redis_url, settings, bundle,
                                               args.events)
             fresh = freshness(stack, settings, args.freshness_samples)
@@ -109,6 +111,8 @@ def main() -> None:
     print(f"ingestion, one worker: {rate:,.0f} events/s ({ingest_s:.2f}s)")
     print(f"raw aiokafka consumer, same topic: {raw_rate:,.0f} events/s ({raw_s:.2f}s)")
     print(f"ratio worker/raw: {rate / raw_rate:.3f}; consumer lag at the end: {lag:.0f}")
+    print(f"processing (validate, Redis, fold-in) took {busy:.2f}s of the {ingest_s:.2f}s, "
+          f"in {batches:.0f} batches ({len(messages) / max(batches, 1):.0f} events each)")
     print(f"equivalence: {equal}/{total} users equal to the offline computation "
           f"(max vector difference {worst:.2e})")
     print(f"freshness, produce -> vector updated: p50 {fresh[0] * 1000:.1f} ms, "

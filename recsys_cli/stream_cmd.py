@@ -54,30 +54,26 @@ produce_app = typer.Typer(help="Send one event to Kafka and wait for the broker'
                           no_args_is_help=True)
 
 
-def _settings(kafka_bootstrap: str | None, topic_prefix: str | None) -> CommonSettings:
-    from pydantic import ValidationError
-
-    from adapters.settings import CommonSettings
-
-    given = {"kafka_bootstrap": kafka_bootstrap, "topic_prefix": topic_prefix}
-    try:
-        return CommonSettings(**{k: v for k, v in given.items() if v is not None})
-    except ValidationError as exc:
-        raise fail(f"bad settings: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
-
-
-def _connect(settings: CommonSettings) -> EventProducer:
-    """A producer whose bootstrap succeeded, or one red line and exit 1 (within ~10 s)."""
+def _connect(kafka_bootstrap: str | None,
+             topic_prefix: str | None) -> tuple[CommonSettings, EventProducer]:
+    """Settings and a producer whose bootstrap succeeded, or one red line and exit 1 (~8 s)."""
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
+    from pydantic import ValidationError
 
     from adapters.kafka import EventProducer
+    from adapters.settings import CommonSettings
 
+    given: dict[str, Any] = {"kafka_bootstrap": kafka_bootstrap, "topic_prefix": topic_prefix}
+    try:
+        settings = CommonSettings(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        raise fail(f"bad settings: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
     config: dict[str, Any] = {"max_block_ms": 10_000, "request_timeout_ms": 10_000}
     if "bootstrap_timeout_ms" in KafkaProducer.DEFAULT_CONFIG:  # kafka-python >= 3
         config["bootstrap_timeout_ms"] = CONNECT_TIMEOUT_MS
     try:
-        return EventProducer(settings, **config)
+        return settings, EventProducer(settings, **config)
     except (KafkaError, ValueError, OSError) as exc:
         raise fail(f"cannot reach Kafka at {settings.kafka_bootstrap} ({exc}); is the broker "
                    "running? set --kafka-bootstrap or RECSYS_KAFKA_BOOTSTRAP") from None
@@ -96,25 +92,6 @@ class _RateColumn(ProgressColumn):
         speed = task.finished_speed or task.speed
         return Text(f"{speed:,.0f} events/s" if speed else "- events/s",
                     style="progress.data.speed")
-
-
-class _Deliveries:
-    """Acks and failures reported by the producer's I/O thread."""
-
-    def __init__(self) -> None:
-        self.acked = 0
-        self.failed = 0
-        self.first_error: str | None = None
-        self._lock = threading.Lock()
-
-    def ok(self, _metadata: object) -> None:
-        with self._lock:
-            self.acked += 1
-
-    def error(self, exc: BaseException) -> None:
-        with self._lock:
-            self.failed += 1
-            self.first_error = self.first_error or f"{type(exc).__name__}: {exc}"
 
 
 def replay_cmd(
@@ -145,7 +122,14 @@ def replay_cmd(
     from kafka.errors import KafkaError
 
     from adapters.kafka import ensure_topics
-    from adapters.replay import Pacer, ReplayRun, rating_events, replay, select_interactions
+    from adapters.replay import (
+        Deliveries,
+        Pacer,
+        ReplayRun,
+        rating_events,
+        replay,
+        select_interactions,
+    )
     from recsys_core.loaders import load_dataset
 
     if from_time is not None and fraction is not None:
@@ -164,10 +148,9 @@ def replay_cmd(
         raise fail(exc) from None
     rows = select_interactions(ds.interactions, fraction=fraction, from_time=start_at,
                                limit=limit)
-    settings = _settings(kafka_bootstrap, topic_prefix)
-    producer = _connect(settings)
+    settings, producer = _connect(kafka_bootstrap, topic_prefix)
     topic = settings.topic("rating")
-    deliveries = _Deliveries()
+    deliveries = Deliveries()
     invalid: list[str] = []
 
     def on_invalid(position: int, exc: InvalidEvent) -> None:
@@ -216,12 +199,15 @@ def replay_cmd(
     table = Table(title=f"Replayed {ds.name} → {topic}", show_header=False)
     table.add_column("")
     table.add_column("", justify="right")
-    table.add_row("events sent", f"{deliveries.acked:,}")
-    table.add_row("failures", f"{deliveries.failed + len(invalid):,}")
-    table.add_row("seconds", f"{seconds:.2f}")
-    table.add_row("rate", f"{deliveries.acked / seconds if seconds > 0 else 0:,.0f} events/s")
-    table.add_row("first event", _when(run.first_time))
-    table.add_row("last event", _when(run.last_time))
+    for name, value in (
+        ("events sent", f"{deliveries.acked:,}"),
+        ("failures", f"{deliveries.failed + len(invalid):,}"),
+        ("seconds", f"{seconds:.2f}"),
+        ("rate", f"{deliveries.acked / seconds if seconds > 0 else 0:,.0f} events/s"),
+        ("first event", _when(run.first_time)),
+        ("last event", _when(run.last_time)),
+    ):
+        table.add_row(name, value)
     console.print(table)
     if invalid:
         err_console.print(f"[yellow]{len(invalid)} invalid rows, first: {invalid[0]}[/yellow]",
@@ -264,8 +250,7 @@ def _produce(kind: EventType, fields: dict[str, Any], event_id: str | None, at: 
         event = validate_event(kind, data)
     except InvalidEvent as exc:
         raise fail(f"invalid {kind} event: {exc}") from None
-    settings = _settings(kafka_bootstrap, topic_prefix)
-    producer = _connect(settings)
+    settings, producer = _connect(kafka_bootstrap, topic_prefix)
     try:
         meta = producer.send(kind, event).get(timeout=ACK_TIMEOUT_S)
     except KafkaError as exc:
@@ -274,7 +259,8 @@ def _produce(kind: EventType, fields: dict[str, Any], event_id: str | None, at: 
     finally:
         producer.close()
     console.print(f"[green]sent[/green] {kind} event {event.event_id} to {meta.topic} "
-                  f"partition {meta.partition} offset {meta.offset}", highlight=False)
+                  f"partition {meta.partition} offset {meta.offset}", highlight=False,
+                  soft_wrap=True)
 
 
 @produce_app.command("rating")

@@ -36,6 +36,7 @@ from adapters.redis_store import UserStateStore
 from adapters.settings import CommonSettings
 from recsys_core.dataset import Dataset
 from recsys_core.events import EventType
+from recsys_core.foldin import fold_in_user
 from recsys_core.keys import Keys
 from recsys_core.scoring import BlendWeights
 from streams.processor import ModelView, Record, StreamProcessor
@@ -46,7 +47,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 4
 #: the dev broker holds a group's first join for about half of this
 SESSION_TIMEOUT_S = 6.0
-#: events in ml-100k are from 1997-98, inside the schema's time range
 MODEL_DIR_NAME = "stream-model-ml100k"
 
 
@@ -85,8 +85,6 @@ def expected_vector(
 ) -> npt.NDArray[np.float32]:
     """The fold-in of one user's (movie → latest rating, best completion), computed here
     with the model's confidence rule; movies the model does not know are left out."""
-    from recsys_core.foldin import fold_in_user
-
     completions = completions or {}
     idx, conf = [], []
     for movie in sorted(set(ratings) | set(completions)):
@@ -169,8 +167,7 @@ def keyed(events: Iterable[Mapping[str, Any]]) -> list[Message]:
     return [Message(str(e["user_id"]).encode(), encode(e)) for e in events]
 
 
-def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 30.0,
-               ) -> list[Any]:
+def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list[Any]:
     """Every record of ``topic``, reading until at least ``expected`` arrived and every
     partition is read to its high watermark (as Fetch reports it; ListOffsets is wrong on
     the dev broker after batched sends)."""
@@ -242,7 +239,7 @@ def wait_for(
         value = condition()
         if value:
             return value
-        dead = [w for w in workers if not w.is_running()]
+        dead = [w for w in workers if not w.is_running() and not w.killed]
         if dead or time.monotonic() > deadline:
             why = (f"worker(s) {[w.name for w in dead]} exited" if dead
                    else f"not within {timeout:.0f} s")
@@ -304,6 +301,8 @@ class WorkerProcess:
         self.log_path = log_path
         self.metrics_port = metrics_port
         self._popen: subprocess.Popen[bytes] | None = None
+        #: killed on purpose by the test (its exit is not a failure)
+        self.killed = False
 
     def start(self) -> WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -326,7 +325,9 @@ class WorkerProcess:
         """SIGKILL the whole process group, as a crash would, and reap the leader."""
         if self._popen is None:
             return
-        _signal_group(self._popen.pid, signal.SIGKILL)
+        self.killed = True
+        if self._popen.poll() is None:  # never signal a group whose leader was reaped
+            _signal_group(self._popen.pid, signal.SIGKILL)
         self._popen.wait(timeout=10)
 
     def stop(self, timeout: float = 15.0) -> int | None:
@@ -341,8 +342,6 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 _signal_group(popen.pid, signal.SIGKILL)
                 popen.wait(timeout=timeout)
-        # children the worker may have left in its group
-        _signal_group(popen.pid, signal.SIGKILL)
         return popen.returncode
 
     def log_text(self) -> str:
