@@ -17,6 +17,8 @@ class CommonSettings(BaseSettings):
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL")
     model_dir: Path = Field(Path("artifacts/models"), description="Published model versions")
+    event_log_dir: Path = Field(Path("runs/eventlog"),
+                                description="Parquet event log the trainer reads")
     key_prefix: str = Field("recsys", description="Prefix of every Redis key")
     topic_prefix: str = Field("", description="Prefix of every topic name (for isolation)")
     user_history_cap: int = Field(500, ge=10, le=10_000,

@@ -82,5 +82,8 @@ def stack_env(stack: DevStack, model_dir: Path, run_dir: Path, **extra: str) -> 
         "RECSYS_MODEL_DIR": str(model_dir),
         "RECSYS_STREAM_DATA_DIR": str(run_dir / "stream"),
         "RECSYS_STREAM_SESSION_TIMEOUT": "6",
+        "RECSYS_EVENT_LOG_DIR": str(run_dir / "eventlog"),
+        # counts below read the Redis event-log stream, which archiving would empty
+        "RECSYS_STREAM_ARCHIVE_SECONDS": "3600",
         **extra,
     }

@@ -18,6 +18,7 @@ import redis
 from faust.sensors.monitor import Monitor
 from prometheus_client import start_http_server
 
+from adapters.eventlog import EventLogArchiver
 from adapters.redis_store import UserStateStore
 from recsys_core.errors import RecsysError
 from recsys_core.events import EventType
@@ -152,6 +153,15 @@ def create_app(settings: StreamSettings) -> faust.App:
     @app.timer(settings.stream_model_poll_seconds)  # type: ignore[misc]
     async def _poll_model() -> None:
         await asyncio.to_thread(state.poll_model)
+
+    archiver = EventLogArchiver(state.store.r, settings.keys, settings.event_log_dir)
+
+    @app.timer(settings.stream_archive_seconds)  # type: ignore[misc]
+    async def _archive() -> None:
+        try:
+            await asyncio.to_thread(archiver.archive_all)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            log.warning("event log not archived this time: %s", exc)
 
     @app.timer(5.0)  # type: ignore[misc]
     async def _lag() -> None:

@@ -24,6 +24,8 @@ class StreamSettings(CommonSettings):
     stream_model_poll_seconds: float = Field(5.0, gt=0, description="How often to look for "
                                              "a newly published model version")
     stream_data_dir: Path = Field(Path("runs/stream"), description="Worker scratch directory")
+    stream_archive_seconds: float = Field(10.0, gt=0, description="How often the event log "
+                                          "is moved from Redis to Parquet")
     dedupe_ttl_seconds: int = Field(7 * 24 * 3600, ge=60,
                                     description="How long an event_id is remembered")
     log_level: str = Field("info", description="Log level of every role")
