@@ -84,6 +84,22 @@ return out
 """
 
 
+WRITE_VECTOR_LUA = """
+-- KEYS: meta. ARGV: vector, version, rev, affinity.
+-- Newer state wins: a vector computed from an older snapshot never replaces one computed
+-- from a newer (higher rev; same rev: higher model version).
+local cur_rev = tonumber(redis.call('HGET', KEYS[1], 'vector_rev') or '-1')
+local cur_ver = tonumber(redis.call('HGET', KEYS[1], 'vector_version') or '-1')
+local rev, ver = tonumber(ARGV[3]), tonumber(ARGV[2])
+if rev > cur_rev or (rev == cur_rev and ver > cur_ver) then
+  redis.call('HSET', KEYS[1], 'vector', ARGV[1], 'vector_version', ver, 'vector_rev', rev,
+             'affinity', ARGV[4])
+  return 1
+end
+return 0
+"""
+
+
 @dataclass(frozen=True)
 class Interaction:
     """One valid rating or watch, as the store applies it."""
@@ -122,6 +138,7 @@ class UserStateStore:
         self.ttl = dedupe_ttl_seconds
         self.log_maxlen = event_log_maxlen
         self._apply = self.r.register_script(APPLY_LUA)
+        self._write_vector = self.r.register_script(WRITE_VECTOR_LUA)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> UserStateStore:
@@ -157,8 +174,9 @@ class UserStateStore:
         return out
 
     def read(self, user_ids: Sequence[str], factors: int) -> list[UserSnapshot]:
-        """Every user's pairs and meta in one round trip."""
-        pipe = self.r.pipeline(transaction=False)
+        """Every user's pairs and meta in one round trip, each user's read atomic (MULTI), so
+        ``rev`` always describes exactly the pairs read with it."""
+        pipe = self.r.pipeline(transaction=True)
         for uid in user_ids:
             pipe.hgetall(self.keys.history(uid))
             pipe.hgetall(self.keys.meta(uid))
@@ -183,16 +201,17 @@ class UserStateStore:
         self,
         updates: Sequence[tuple[str, npt.NDArray[np.floating], int, int, dict[str, float]]],
     ) -> None:
-        """``(user_id, vector, model_version, rev, affinity)`` per user, one round trip; each
-        updated user is announced on the user-updated channel."""
+        """``(user_id, vector, model_version, rev, affinity)`` per user, one round trip; a
+        vector is written only over an older one (two workers may race on a user whose ratings
+        and watches sit on different partitions). Updated users are announced on the
+        user-updated channel."""
         if not updates:
             return
         pipe = self.r.pipeline(transaction=False)
         for uid, vec, version, rev, affinity in updates:
-            pipe.hset(self.keys.meta(uid), mapping={
-                "vector": encode_vector(vec), "vector_version": version, "vector_rev": rev,
-                "affinity": json.dumps(affinity),
-            })
+            self._write_vector(keys=[self.keys.meta(uid)],
+                               args=[encode_vector(vec), version, rev, json.dumps(affinity)],
+                               client=pipe)
         pipe.publish(self.keys.user_updates(), json.dumps([u[0] for u in updates]))
         pipe.execute()
 

@@ -3,6 +3,11 @@
 Each (user, movie) pair is one :class:`PairState`; merging two states is commutative,
 associative and idempotent (latest rating by time, best completion, latest time), so
 duplicated or reordered events end in the state in-order, once-only delivery gives.
+
+One limit: a user's history keeps the ``cap`` most recent movies. When a movie has been
+dropped for age and a late event for it arrives, the pair starts afresh from that event,
+whereas a delivery order that brought the event before the drop would have merged it; the
+two states differ only in that long-dropped pair.
 """
 
 from __future__ import annotations

