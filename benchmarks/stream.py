@@ -19,6 +19,7 @@ import json
 import tempfile
 import time
 import urllib.request
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--freshness-samples", type=int, default=300)
+    ap.add_argument("--workers", type=int, default=1, help="worker processes in the group")
     args = ap.parse_args()
     messages = rating_messages("ml-100k", 0, args.events)
     run_dir = Path(tempfile.mkdtemp(prefix="bench-stream-"))
@@ -91,16 +93,21 @@ def main() -> None:
         r = stack.redis.client()
         log_key = settings.keys.event_log()
         env = stack_env(stack, model_dir, run_dir, RECSYS_STREAM_PARTITIONS=str(PARTITIONS))
-        with worker(env, run_dir / "worker.log") as (_, port):
+        with ExitStack() as workers:
+            ports = [workers.enter_context(worker(env, run_dir / f"worker-{n}.log"))[1]
+                     for n in range(args.workers)]
             wait_for(lambda: r.xlen(log_key) > 0, 120, 0.01)
             t = time.perf_counter()
             wait_for(lambda: r.xlen(log_key) >= len(messages), 600, 0.01)
             ingest_s = time.perf_counter() - t
-            wait_for(lambda: bool(metric_values(port, "recsys_stream_consumer_lag"))
-                     and max(metric_values(port, "recsys_stream_consumer_lag")) == 0, 30, 0.5)
-            lag = max(metric_values(port, "recsys_stream_consumer_lag"))
-            busy = sum(metric_values(port, "recsys_stream_batch_seconds_sum"))
-            batches = sum(metric_values(port, "recsys_stream_batch_events_count"))
+            wait_for(lambda: all(metric_values(p, "recsys_stream_consumer_lag")
+                                 and max(metric_values(p, "recsys_stream_consumer_lag")) == 0
+                                 for p in ports), 30, 0.5)
+            lag = max(v for p in ports for v in metric_values(p, "recsys_stream_consumer_lag"))
+            busy = sum(v for p in ports
+                       for v in metric_values(p, "recsys_stream_batch_seconds_sum"))
+            batches = sum(v for p in ports
+                          for v in metric_values(p, "recsys_stream_batch_events_count"))
             equal, total, worst = equivalence(stack.redis_url, settings, bundle,
                                               args.events)
             fresh = freshness(stack, settings, args.freshness_samples)
@@ -108,7 +115,7 @@ def main() -> None:
     raw_rate = len(messages) / raw_s
     print(f"events: {len(messages)} on {PARTITIONS} partitions "
           f"(produced in {produce_s:.1f}s)")
-    print(f"ingestion, one worker: {rate:,.0f} events/s ({ingest_s:.2f}s)")
+    print(f"ingestion, {args.workers} worker(s): {rate:,.0f} events/s ({ingest_s:.2f}s)")
     print(f"raw aiokafka consumer, same topic: {raw_rate:,.0f} events/s ({raw_s:.2f}s)")
     print(f"ratio worker/raw: {rate / raw_rate:.3f}; consumer lag at the end: {lag:.0f}")
     print(f"processing (validate, Redis, fold-in) took {busy:.2f}s of the {ingest_s:.2f}s, "
