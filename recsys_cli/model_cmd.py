@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+import logging
+import signal
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from recsys_cli.common import DEFAULT_MODEL_DIR, DataDir, ModelDir, console, fail
+from recsys_cli.common import DEFAULT_MODEL_DIR, DataDir, ModelDir, console, err_console, fail
 from recsys_core.errors import RecsysError
+
+if TYPE_CHECKING:
+    from training.settings import TrainerSettings
 
 model_app = typer.Typer(help="List, inspect and roll back published model versions.",
                         no_args_is_help=True)
@@ -26,6 +32,25 @@ def _progress() -> Progress:
                     console=console, transient=True)
 
 
+def _trainer_settings(**given: Any) -> TrainerSettings:
+    from pydantic import ValidationError
+
+    from training.settings import TrainerSettings
+
+    try:
+        return TrainerSettings(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        raise fail(f"bad settings: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s",'
+               '"message":"%(message)s"}',
+    )
+
+
 def train(
     dataset: Dataset = "ml-100k",
     data_dir: DataDir = None,
@@ -33,31 +58,98 @@ def train(
     fit_weights: Annotated[bool, typer.Option(
         help="Fit blend weights on the newest events (else reuse the current version's).")] = True,
     publish: Annotated[bool, typer.Option(help="Publish the new version.")] = True,
+    with_event_log: Annotated[bool | None, typer.Option(
+        "--with-event-log/--no-event-log",
+        help="Add the stream's event log ($RECSYS_EVENT_LOG_DIR) to the dataset "
+             "(default: $RECSYS_TRAIN_WITH_EVENT_LOG, else yes).")] = None,
+    since: Annotated[float | None, typer.Option(
+        help="Train on the last N days before the newest event "
+             "(default: $RECSYS_TRAIN_WINDOW_DAYS, else everything).")] = None,
+    force: Annotated[bool, typer.Option(
+        help="Publish even if the quality gate refuses the new version.")] = False,
 ) -> None:
-    """Train every model on a dataset and publish a new model version."""
-    from recsys_core.loaders import load_dataset
-    from training.registry import ModelRegistry
+    """Train every model on a dataset (plus the event log) and publish a new model version
+    if it passes the quality gate."""
     from training.train import run_training
+    from training.trainer import train_once, training_dataset
 
+    settings = _trainer_settings(dataset=dataset, data_dir=data_dir, model_dir=model_dir)
     try:
         with _progress() as bar:
             task = bar.add_task("loading data", total=None)
-            ds = load_dataset(dataset, data_dir)
-            registry = ModelRegistry(model_dir) if publish else None
-            run = run_training(ds, registry, fit_weights=fit_weights,
-                               progress=lambda p: bar.update(task, description=f"training: {p}"))
+
+            def progress(p: str) -> None:
+                bar.update(task, description=f"training: {p}")
+
+            if publish:
+                run = train_once(settings, fit_weights=fit_weights, force=force,
+                                 with_event_log=with_event_log, window_days=since,
+                                 progress=progress)
+            else:
+                with_log = settings.train_with_event_log if with_event_log is None \
+                    else with_event_log
+                days = settings.train_window_days if since is None else since
+                ds = training_dataset(settings, with_log, days)
+                run = run_training(ds, None, fit_weights=fit_weights, progress=progress,
+                                   holdout_fraction=settings.train_holdout_fraction,
+                                   holdout_max_events=settings.train_holdout_max_events)
     except RecsysError as exc:
         raise fail(exc) from None
-    table = Table(title=f"Trained on {ds.name}", show_header=True)
+    table = Table(title=f"Trained on {run.models.bundle.manifest['dataset']}", show_header=True)
     table.add_column("phase")
     table.add_column("seconds", justify="right")
     for phase, secs in run.seconds.items():
         table.add_row(phase, f"{secs:.3f}")
     console.print(table)
     console.print(f"blend weights: {run.weights.to_dict()}")
+    metrics = {k: v for k, v in run.metrics.items() if k.startswith("holdout")}
+    console.print(f"holdout: {metrics}")
     if run.published:
-        console.print(f"[green]published version {run.models.bundle.version}[/green] "
-                      f"under {model_dir}")
+        console.print(f"[green]published version {run.version}[/green] under {model_dir}"
+                      + (" (forced past the quality gate)" if force and run.gate
+                         and not run.gate.passed else ""))
+    elif run.gate is not None:
+        err_console.print(f"[yellow]quality gate refused version {run.version}[/yellow] "
+                          f"(saved, not published): {run.gate.reason}; --force publishes it")
+        raise typer.Exit(code=2)
+
+
+def trainer(
+    dataset: Dataset = "ml-100k",
+    data_dir: DataDir = None,
+    model_dir: ModelDir = DEFAULT_MODEL_DIR,
+    every_minutes: Annotated[float | None, typer.Option(
+        help="Retrain at least this often (default: $RECSYS_TRAIN_EVERY_MINUTES, else 60).")]
+    = None,
+    after_events: Annotated[int | None, typer.Option(
+        help="Retrain early after this many new events in the event log "
+             "(default: $RECSYS_TRAIN_AFTER_EVENTS, else 10000).")] = None,
+) -> None:
+    """Long-running trainer: retrain, gate and publish periodically until SIGINT/SIGTERM."""
+    from prometheus_client import start_http_server
+    from threadpoolctl import threadpool_limits
+
+    from training.trainer import Trainer
+
+    settings = _trainer_settings(dataset=dataset, data_dir=data_dir, model_dir=model_dir,
+                                 train_every_minutes=every_minutes,
+                                 train_after_events=after_events)
+    _configure_logging(settings.log_level)
+    threadpool_limits(1, "blas")
+    try:
+        loop = Trainer(settings)
+    except RecsysError as exc:
+        raise fail(exc) from None
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        logging.getLogger(__name__).info("signal %d: stopping after the current run", signum)
+        loop.stop()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    if settings.trainer_metrics_port:
+        start_http_server(settings.trainer_metrics_port)
+    loop.run_forever()
 
 
 def evaluate(
@@ -189,6 +281,7 @@ def rollback_model(
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
+    app.command("trainer")(trainer)
     app.command("eval")(evaluate)
     app.command("recommend")(recommend_offline)
     app.add_typer(model_app, name="model")
