@@ -80,9 +80,9 @@ class EventProducer:
     def flush(self, timeout: float | None = 30.0) -> None:
         self._producer.flush(timeout=timeout)
 
-    def close(self) -> None:
+    def close(self, timeout: float = 10) -> None:
         try:
-            self._producer.close(timeout=10)
+            self._producer.close(timeout=timeout)
         except KafkaError as exc:  # closing must not hide the caller's own error
             log.warning("closing the producer: %s", exc)
 

@@ -10,7 +10,8 @@ share a Redis Cluster slot):
 :meth:`UserStateStore.apply` runs one Lua script per user and batch that, atomically and
 in order, drops each duplicate ``event_id``, merges the pair, appends the event to the
 event-log stream (so the log holds each applied event exactly once), then trims to the cap
-and bumps ``rev``.
+and bumps ``rev``. With ``log=False`` (seeding users from a dataset the trainer already
+reads) the event log is left alone.
 """
 
 from __future__ import annotations
@@ -30,13 +31,15 @@ from recsys_core.userstate import PairState, decode_vector, encode_vector
 APPLY_LUA = """
 -- One user's events of a batch, in order.
 -- KEYS: history, recent, meta, eventlog, then one dedupe key per event
--- ARGV: cap, ttl, log_maxlen, then per event: movie_id, ts, rating|'', completion|'', payload
+-- ARGV: cap, ttl, log_maxlen, log (1: append to the event log, 0: do not),
+--       then per event: movie_id, ts, rating|'', completion|'', payload
 local cap, ttl, maxlen = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local log = ARGV[4] == '1'
 local function s(x) if x == nil then return '' end return string.format('%.17g', x) end
 local out = {}
 local applied = 0
 for e = 1, #KEYS - 4 do
-  local a = 3 + (e - 1) * 5
+  local a = 4 + (e - 1) * 5
   if redis.call('SET', KEYS[4 + e], '1', 'NX', 'EX', ttl) == false then
     out[e] = 0
   else
@@ -64,7 +67,9 @@ for e = 1, #KEYS - 4 do
     local packed = s(rat_at) .. '|' .. s(rat) .. '|' .. s(comp) .. '|' .. s(last)
     redis.call('HSET', KEYS[1], movie, packed)
     redis.call('ZADD', KEYS[2], last, movie)
-    redis.call('XADD', KEYS[4], 'MAXLEN', '~', maxlen, '*', 'e', ARGV[a + 5])
+    if log then
+      redis.call('XADD', KEYS[4], 'MAXLEN', '~', maxlen, '*', 'e', ARGV[a + 5])
+    end
   end
 end
 local n = redis.call('ZCARD', KEYS[2])
@@ -145,9 +150,13 @@ class UserStateStore:
         return cls(redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2),
                    **kwargs)
 
-    def apply(self, batch: Sequence[Interaction]) -> list[tuple[bool, int]]:
+    def apply(
+        self, batch: Sequence[Interaction], *, log: bool = True
+    ) -> list[tuple[bool, int]]:
         """Apply a batch in one round trip, one script call per user with that user's events
-        in order; per event (applied, the user's rev after the batch)."""
+        in order; per event (applied, the user's rev after the batch). ``log=False`` leaves
+        the event log alone (seeding from a dataset the trainer reads anyway); the payloads
+        are then not sent."""
         if not batch:
             return []
         by_user: dict[str, list[int]] = {}
@@ -156,7 +165,7 @@ class UserStateStore:
         pipe = self.r.pipeline(transaction=False)
         k = self.keys
         for uid, positions in by_user.items():
-            args: list[Any] = [self.cap, self.ttl, self.log_maxlen]
+            args: list[Any] = [self.cap, self.ttl, self.log_maxlen, "1" if log else "0"]
             keys = [k.history(uid), k.recent(uid), k.meta(uid), k.event_log()]
             for n in positions:
                 it = batch[n]
@@ -164,7 +173,7 @@ class UserStateStore:
                 args += [it.movie_id, repr(float(it.timestamp)),
                          "" if it.rating is None else repr(float(it.rating)),
                          "" if it.completion is None else repr(float(it.completion)),
-                         it.payload]
+                         it.payload if log else b""]
             self._apply(keys=keys, args=args, client=pipe)
         out: list[tuple[bool, int]] = [(False, 0)] * len(batch)
         for positions, flags in zip(by_user.values(), pipe.execute(), strict=True):

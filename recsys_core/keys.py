@@ -52,3 +52,8 @@ class Keys:
     def user_updates(self) -> str:
         """Pub/sub channel announcing a user whose state changed."""
         return f"{self.prefix}:user-updated"
+
+    def lag(self) -> str:
+        """Hash ``topic:partition`` → consumer lag, as the stream workers last measured it
+        (``_updated_at``: when); read by the API's admin endpoints and the operator page."""
+        return f"{self.prefix}:lag"

@@ -14,6 +14,7 @@ and blended with the weights the trainer fitted.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -101,28 +102,43 @@ def component_scores(
     history: UserHistory,
     weights: BlendWeights,
     vector: npt.NDArray[np.float32] | None = None,
+    timings: dict[str, float] | None = None,
 ) -> dict[str, F64]:
     """Raw scores of every component for every movie; components with weight 0 are skipped.
 
     ``vector`` is a stored fold-in vector for this model version; without one it is
-    computed from the history.
+    computed from the history. ``timings``, when given, receives each component's seconds.
     """
     out: dict[str, F64] = {}
+    clock = time.perf_counter
+
+    def timed(name: str, start: float) -> None:
+        if timings is not None:
+            timings[name] = clock() - start
+
     if weights.popularity:
         out["popularity"] = bundle.popularity.astype(np.float64)
     if len(history) == 0:
         return out
     if weights.cf:
+        t = clock()
         x = user_vector(bundle, history) if vector is None else vector
         out["cf"] = (bundle.item_factors @ x.astype(np.float32)).astype(np.float64)
+        timed("cf", t)
     if weights.item:
+        t = clock()
         out["item"] = neighbor_scores(bundle, history.item_idx, np.ones(len(history)))
+        timed("item", t)
     if weights.session:
+        t = clock()
         w = history.recency_weights(weights.session_decay, weights.session_length)
         out["session"] = neighbor_scores(bundle, history.item_idx, w, "session")
+        timed("session", t)
     if weights.content:
+        t = clock()
         profile = content_profile(bundle, history)
         out["content"] = bundle.content_vectors.astype(np.float64) @ profile
+        timed("content", t)
     return out
 
 
@@ -175,13 +191,18 @@ def recommend(
     exclude_seen: bool = True,
     allowed: npt.NDArray[np.bool_] | None = None,
     vector: npt.NDArray[np.float32] | None = None,
+    timings: dict[str, float] | None = None,
+    exclude: npt.NDArray[np.int64] | None = None,
 ) -> tuple[npt.NDArray[np.int64], F64, dict[str, F64]]:
-    """Top-k for one user: (movie indexes, blended scores, weighted parts per component)."""
-    comps = component_scores(bundle, history, weights, vector)
+    """Top-k for one user: (movie indexes, blended scores, weighted parts per component).
+    ``exclude`` drops more movies, besides the seen ones with ``exclude_seen``."""
+    comps = component_scores(bundle, history, weights, vector, timings)
     if not comps:
         comps = {"popularity": bundle.popularity.astype(np.float64)}
         weights = BlendWeights(popularity=1.0)
     total, parts = blend(comps, weights)
-    exclude = history.item_idx if exclude_seen else None
-    idx, scores = top_k(total, k, exclude, allowed)
+    drop = [history.item_idx] if exclude_seen else []
+    if exclude is not None:
+        drop.append(np.asarray(exclude, dtype=np.int64))
+    idx, scores = top_k(total, k, np.concatenate(drop) if drop else None, allowed)
     return idx, scores, parts

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import faust
@@ -44,6 +45,15 @@ class WorkerState:
         self.view: ModelView | None = None
         self.processor = StreamProcessor(self.store, lambda: self.view)
         self.last_offset: dict[tuple[str, int], int] = {}
+
+    def report_lag(self, lag: dict[str, int]) -> None:
+        """This worker's partitions' lag into the shared hash (kept 30 s after the last
+        report, so partitions of a worker that stopped fade out)."""
+        key = self.settings.keys.lag()
+        pipe = self.store.r.pipeline(transaction=False)
+        pipe.hset(key, mapping={**lag, "_updated_at": repr(time.time())})
+        pipe.expire(key, 30)
+        pipe.execute()
 
     def poll_model(self) -> None:
         """Load the published version if it differs from the one in use."""
@@ -166,12 +176,20 @@ def create_app(settings: StreamSettings) -> faust.App:
     @app.timer(5.0)  # type: ignore[misc]
     async def _lag() -> None:
         consumer = app.consumer
+        report: dict[str, int] = {}
         for tp in consumer.assignment():
             high = consumer.highwater(tp)
             if high is None:
                 continue
             done = state.last_offset.get((tp.topic, tp.partition), -1)
-            metrics.LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - done - 1))
+            lag = max(0, high - done - 1)
+            metrics.LAG.labels(tp.topic, str(tp.partition)).set(lag)
+            report[f"{tp.topic}:{tp.partition}"] = lag
+        if report:
+            try:
+                await asyncio.to_thread(state.report_lag, report)
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                log.warning("lag not reported to Redis: %s", exc)
 
     return app
 

@@ -123,6 +123,14 @@ class StreamProcessor:
         result.seconds = time.perf_counter() - start
         return result
 
+    def refresh_vectors(self, user_ids: Sequence[str]) -> int:
+        """Recompute these users' stale vectors with the current model (0 without one), e.g.
+        after their state was seeded outside the stream; how many were written."""
+        model = self.model()
+        if model is None or not user_ids:
+            return 0
+        return self._refresh_vectors(list(user_ids), model)
+
     def _refresh_vectors(self, user_ids: list[str], model: ModelView) -> int:
         """Recompute the vector of every user whose stored one is stale (older state rev or
         another model version); a duplicate that finds it current costs one read."""

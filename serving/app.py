@@ -1,0 +1,344 @@
+"""The FastAPI application: ``/v1`` API, health, Prometheus metrics, and the web pages.
+
+``create_app()`` is uvicorn's factory (``python -m serving``); tests pass their own settings.
+The model loads in the lifespan and a background task swaps in each newly published version;
+reads never wait on Redis longer than ``RECSYS_API_REDIS_TIMEOUT_SECONDS`` and answer from
+the model alone when it is down; writes answer 503 with ``Retry-After`` when the broker is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import BackgroundTasks, Body, Depends, FastAPI, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.security import APIKeyHeader
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from recsys_core.events import MAX_ID_LENGTH
+from serving import metrics, schemas
+from serving.model import ModelHolder
+from serving.producer import EventSender
+from serving.service import ApiError, Service
+from serving.settings import ServingSettings
+from serving.state import StateReader
+from serving.updates import UpdateHub
+
+log = logging.getLogger(__name__)
+
+ID_PATTERN = r"^[^\s\x00-\x1f/]+$"
+UserId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN,
+                             examples=["42"], description="The user's id (any string)")]
+MovieId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN,
+                              examples=["50"])]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": schemas.Problem, "description": text}
+    for code, text in ((400, "Malformed request"), (401, "API key missing"),
+                       (403, "Wrong API key"), (404, "Unknown movie or user"),
+                       (422, "Invalid parameters"),
+                       (503, "Model not loaded or a dependency down (see Retry-After)"))
+}
+TAGS = [
+    {"name": "recommendations", "description": "Personal top-k, each with a reason"},
+    {"name": "movies", "description": "Catalogue, search and similar movies"},
+    {"name": "events", "description": "Ratings and watches in; produced to Kafka"},
+    {"name": "admin", "description": "Model versions and stream lag (API key)"},
+    {"name": "health", "description": "Liveness, readiness and Prometheus metrics"},
+]
+
+
+class MetricsMiddleware:
+    """Request seconds by route template, method and status (pure ASGI: no per-request
+    task or body copy)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            metrics.REQUEST_SECONDS.labels(path, scope["method"], str(status)).observe(
+                time.perf_counter() - start)
+
+
+def problem(status: int, error: str, detail: str, headers: dict[str, str] | None = None,
+            **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail, **extra}, status_code=status,
+                        headers=headers)
+
+
+def create_app(settings: ServingSettings | None = None) -> FastAPI:
+    settings = settings or ServingSettings()
+    holder = ModelHolder(settings.model_dir)
+    state = StateReader(settings.redis_url, settings.keys, settings.api_redis_timeout_seconds,
+                        cap=settings.user_history_cap)
+    sender = EventSender(settings)
+    service = Service(holder, state, sender, settings.api_max_batch)
+    hub = UpdateHub(settings.redis_url, settings.keys.user_updates())
+    if not settings.api_key:
+        log.warning("RECSYS_API_KEY is empty: write and admin endpoints are open "
+                    "(development only)")
+
+    async def poll_models() -> None:
+        while True:
+            await asyncio.sleep(settings.api_model_poll_seconds)
+            try:
+                await asyncio.to_thread(holder.refresh)
+            except Exception:  # noqa: BLE001 - a bad version must not stop the polling
+                log.exception("model refresh failed")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(holder.refresh)
+        poller = asyncio.create_task(poll_models())
+        hub.start()
+        try:
+            yield
+        finally:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+            await hub.stop()
+            await asyncio.to_thread(sender.close)
+
+    app = FastAPI(
+        title="recsys-stream",
+        version="1",
+        summary="Real-time movie recommendations: stored factors blended with the fresh "
+                "session signal from the stream.",
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.settings = settings
+    app.state.hub = hub
+    app.add_middleware(MetricsMiddleware)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["GET", "POST"], allow_headers=["X-API-Key",
+                                                                         "Content-Type"])
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return problem(exc.status, exc.error, exc.detail, exc.headers, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        if first.get("type") == "json_invalid":
+            return problem(400, "malformed_json", f"the body is not valid JSON: "
+                           f"{first.get('ctx', {}).get('error', first.get('msg'))}")
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        return problem(422, "invalid_request", f"{where}: {first.get('msg', 'invalid')}",
+                       errors=[{"loc": list(e.get("loc", ())), "msg": e.get("msg")}
+                               for e in errors])
+
+    key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
+                              description="RECSYS_API_KEY; needed for writes and admin")
+
+    def check_key(given: str | None) -> None:
+        if not settings.api_key:
+            return
+        if not given:
+            raise ApiError(401, "missing_api_key", "send the API key in the X-API-Key header")
+        if not secrets.compare_digest(given.encode(), settings.api_key.encode()):
+            raise ApiError(403, "wrong_api_key", "the X-API-Key header does not match")
+
+    # a default, not Annotated: the annotation string could not see this local variable
+    def write_key(key: str | None = Depends(key_header)) -> None:  # noqa: B008
+        check_key(key)
+
+    def read_key(key: str | None = Depends(key_header)) -> None:  # noqa: B008
+        if settings.api_read_key_required:
+            check_key(key)
+
+    reads = [Depends(read_key)]
+    writes = [Depends(write_key)]
+
+    # -- recommendations --------------------------------------------------------------------
+
+    @app.get("/v1/users/{user_id}/recommendations", response_model=schemas.Recommendations,
+             tags=["recommendations"], dependencies=reads, responses=ERRORS)
+    def recommendations(
+        user_id: UserId,
+        background: BackgroundTasks,
+        k: Annotated[int, Query(ge=1, le=100, description="How many movies")] = 10,
+        genre: Annotated[list[str] | None, Query(
+            description="Only these genres (any of; repeat the parameter)",
+            max_length=32)] = None,
+        year_min: Annotated[int | None, Query(ge=1870, le=2100)] = None,
+        year_max: Annotated[int | None, Query(ge=1870, le=2100)] = None,
+        exclude_seen: Annotated[bool, Query(description="Leave out movies the user "
+                                            "already rated or watched")] = True,
+        exclude: Annotated[list[str] | None, Query(description="Movie ids to leave out",
+                                                   max_length=1000)] = None,
+    ) -> dict[str, Any]:
+        """The user's top-k: ALS factors, item-to-item, the session signal, content and
+        popularity blended with the trainer's weights; a reason per movie. A user with no
+        history gets popular movies and ``fallback_reason: cold_start``."""
+        body, after = service.recommendations(user_id, k, genre or [], year_min, year_max,
+                                              exclude_seen, exclude or [])
+        background.add_task(after)
+        return body
+
+    @app.get("/v1/users/{user_id}/because-you-watched", tags=["recommendations"],
+             dependencies=reads, responses=ERRORS)
+    def because_you_watched(
+        user_id: UserId, k: Annotated[int, Query(ge=1, le=50)] = 10,
+    ) -> dict[str, Any]:
+        """Movies like the user's most recent well-liked one, not yet seen."""
+        return service.because_you_watched(user_id, k)
+
+    @app.get("/v1/users/{user_id}/predicted-rating/{movie_id}",
+             response_model=schemas.PredictedRating, tags=["recommendations"],
+             dependencies=reads, responses=ERRORS)
+    def predicted_rating(user_id: UserId, movie_id: MovieId) -> dict[str, Any]:
+        """Stars the user would give (biased matrix factorisation, folded in from the user's
+        ratings); a user without ratings gets the movie's baseline."""
+        return service.predicted_rating(user_id, movie_id)
+
+    @app.get("/v1/users/{user_id}", response_model=schemas.UserProfile,
+             tags=["recommendations"], dependencies=reads, responses=ERRORS)
+    def user_profile(user_id: UserId,
+                     limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict[str, Any]:
+        """What the stream knows of a user: history (newest first) and affinities; 404 for
+        a user with no events."""
+        return service.profile(user_id, limit)
+
+    @app.get("/v1/users/{user_id}/updates", tags=["recommendations"], dependencies=reads,
+             response_class=StreamingResponse,
+             responses={200: {"content": {"text/event-stream": {}},
+                              "description": "Server-sent events: `updated` each time the "
+                              "stream changes this user's state"}})
+    async def user_updates(user_id: UserId) -> StreamingResponse:
+        """Server-sent events announcing each change of the user's state."""
+        return StreamingResponse(hub.listen(user_id), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache",
+                                          "X-Accel-Buffering": "no"})
+
+    # -- movies -----------------------------------------------------------------------------
+
+    @app.get("/v1/movies/search", response_model=schemas.SearchResults, tags=["movies"],
+             dependencies=reads, responses=ERRORS)
+    def search(
+        q: Annotated[str, Query(min_length=1, max_length=200, description="Title, typos "
+                                "allowed", examples=["star wars"])],
+        limit: Annotated[int, Query(ge=1, le=50)] = 10,
+    ) -> dict[str, Any]:
+        """Typo-tolerant title search (prefix and word matches first, then fuzzy)."""
+        return service.search(q, limit)
+
+    @app.get("/v1/genres", tags=["movies"], dependencies=reads, responses=ERRORS)
+    def genres() -> dict[str, Any]:
+        """Every genre of the served model, for filters and browsing."""
+        model = service.model()
+        return {"model_version": model.version, "genres": model.genre_names}
+
+    @app.get("/v1/movies/{movie_id}", response_model=schemas.Movie, tags=["movies"],
+             dependencies=reads, responses=ERRORS)
+    def movie(movie_id: MovieId) -> dict[str, Any]:
+        """Title, year, genres, people; also movies known only from a catalog event."""
+        return service.movie(movie_id)
+
+    @app.get("/v1/movies/{movie_id}/similar", response_model=schemas.SimilarMovies,
+             tags=["movies"], dependencies=reads, responses=ERRORS)
+    def similar(
+        movie_id: MovieId,
+        by: Annotated[Literal["taste", "content"], Query(
+            description="taste: watched together (item-to-item); content: metadata")] = "taste",
+        k: Annotated[int, Query(ge=1, le=100)] = 10,
+    ) -> dict[str, Any]:
+        """Similar movies by taste or by content."""
+        return service.similar(movie_id, by, k)
+
+    # -- events -----------------------------------------------------------------------------
+
+    @app.post("/v1/events", status_code=202, response_model=schemas.EventsAccepted,
+              tags=["events"], dependencies=writes,
+              responses={**ERRORS, 413: {"model": schemas.Problem,
+                                         "description": "Too many events in one request"}})
+    def post_events(batch: schemas.EventBatch) -> dict[str, Any]:
+        """Validate each event with the stream's schemas and produce the valid ones to
+        Kafka (202 once the broker acknowledged them); invalid ones come back with their
+        index and reason. ``event_id`` and ``occurred_at`` are filled in when absent."""
+        return service.post_events(batch.events)
+
+    @app.post("/v1/users/{user_id}/ratings", status_code=202,
+              response_model=schemas.EventsAccepted, tags=["events"], dependencies=writes,
+              responses=ERRORS)
+    def post_rating(user_id: UserId, rating: Annotated[schemas.RatingIn, Body()]
+                    ) -> dict[str, Any]:
+        """Rate a known movie (0.5-5 stars)."""
+        return service.post_user_event(user_id, "rating", rating.model_dump())
+
+    @app.post("/v1/users/{user_id}/watches", status_code=202,
+              response_model=schemas.EventsAccepted, tags=["events"], dependencies=writes,
+              responses=ERRORS)
+    def post_watch(user_id: UserId, watch: Annotated[schemas.WatchIn, Body()]
+                   ) -> dict[str, Any]:
+        """Mark a known movie watched (completion in [0, 1])."""
+        return service.post_user_event(user_id, "watch", watch.model_dump())
+
+    # -- admin and health -------------------------------------------------------------------
+
+    @app.get("/v1/admin/model", response_model=schemas.ModelAdmin, tags=["admin"],
+             dependencies=writes, responses=ERRORS)
+    def admin_model() -> dict[str, Any]:
+        """Current, served and kept model versions with their holdout metrics and gate."""
+        return service.model_admin()
+
+    @app.get("/v1/admin/lag", response_model=schemas.LagSummary, tags=["admin"],
+             dependencies=writes, responses=ERRORS)
+    def admin_lag() -> dict[str, Any]:
+        """Consumer lag per topic-partition as the stream workers last reported it."""
+        return service.lag()
+
+    @app.get("/healthz", response_model=schemas.Health, tags=["health"])
+    async def healthz() -> dict[str, Any]:
+        """The process is up."""
+        return {"status": "ok", "checks": {}}
+
+    @app.get("/readyz", response_model=schemas.Health, tags=["health"],
+             responses={503: {"model": schemas.Health}})
+    async def readyz(response: Response) -> dict[str, Any]:
+        """Model loaded, Redis and the broker reachable."""
+        ok, checks = await asyncio.to_thread(service.readiness)
+        if not ok:
+            response.status_code = 503
+        return {"status": "ok" if ok else "unavailable", "checks": checks}
+
+    @app.get("/metrics", tags=["health"], response_class=Response)
+    async def prometheus() -> Response:
+        """Prometheus text format."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    from serving.web import mount_web  # the pages use the same app and settings
+
+    mount_web(app, settings)
+    return app
+

@@ -1,0 +1,22 @@
+"""Prometheus metrics of the API (``recsys_api_*``), exposed on ``GET /metrics``."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REQUEST_SECONDS = Histogram(
+    "recsys_api_request_seconds", "Request time by route template, method and status",
+    ["route", "method", "status"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+FALLBACKS = Counter("recsys_api_fallbacks_total", "Recommendations answered by a fallback, "
+                    "by reason", ["reason"])
+MODEL_VERSION = Gauge("recsys_api_model_version", "Model version the API serves")
+MODEL_LOADED_AT = Gauge("recsys_api_model_loaded_timestamp_seconds",
+                        "When the served model version was loaded")
+BLEND_SECONDS = Histogram(
+    "recsys_api_blend_component_seconds", "Time to score one blend component", ["component"],
+    buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05))
+EVENTS = Counter("recsys_api_events_total", "Events posted to the API, by type and outcome",
+                 ["type", "outcome"])
+DEPENDENCY_ERRORS = Counter("recsys_api_dependency_errors_total",
+                            "Calls to Redis or the broker that failed", ["dependency"])

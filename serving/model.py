@@ -1,0 +1,193 @@
+"""The model the API serves: one published version with everything a request needs built
+once at load time (genre masks, the title index, the rating model's parameters), and the
+holder that swaps in a newly published version without stopping requests."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from rapidfuzz import fuzz, process
+
+from recsys_core.artifacts import ModelBundle
+from recsys_core.confidence import ConfidenceRule
+from recsys_core.errors import ArtifactError, ModelNotLoaded
+from recsys_core.scoring import BlendWeights
+from recsys_core.userstate import AffinityIndex
+from serving import metrics
+from training.registry import ModelRegistry
+
+log = logging.getLogger(__name__)
+
+#: person kinds shown on a movie, in this order
+PEOPLE_KINDS = ("director", "writer", "actor", "producer")
+_ARTICLE = re.compile(r"^(?P<rest>.*), (?P<article>the|a|an|les|la|le|il|el|der|die|das)$")
+_YEAR = re.compile(r"\s*\(\d{4}(?:[-–]\d{0,4})?\)\s*$")
+
+
+def normalize_title(title: str) -> str:
+    """Lower case, accents and punctuation dropped, the year removed, and a trailing article
+    moved to the front (``Matrix, The (1999)`` → ``the matrix``)."""
+    text = unicodedata.normalize("NFKD", title)
+    text = "".join(c for c in text if not unicodedata.combining(c)).lower().strip()
+    text = _YEAR.sub("", text)
+    m = _ARTICLE.match(text)
+    if m:
+        text = f"{m['article']} {m['rest']}"
+    text = re.sub(r"[^\w\s]", " ", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+class TitleIndex:
+    """Typo-tolerant title search: exact prefix and word matches first, then rapidfuzz's
+    weighted ratio, popularity breaking ties."""
+
+    def __init__(self, titles: npt.NDArray[np.str_], popularity: npt.NDArray[np.floating]):
+        self.norm = [normalize_title(str(t)) for t in titles]
+        self.popularity = np.asarray(popularity, dtype=np.float64)
+
+    def search(self, query: str, limit: int = 10) -> list[tuple[int, float]]:
+        """``(movie index, score in [0, 1])``, best first."""
+        q = normalize_title(query)
+        if not q:
+            return []
+        scores: dict[int, float] = {}
+        for i, t in enumerate(self.norm):
+            if t.startswith(q):
+                scores[i] = 1.0
+            elif f" {q}" in f" {t}":
+                scores[i] = 0.95
+        if len(scores) < limit:
+            cutoff = 60.0 if len(q) > 3 else 80.0
+            for _, score, i in process.extract(q, self.norm, scorer=fuzz.WRatio,
+                                               limit=limit * 3, score_cutoff=cutoff):
+                scores.setdefault(int(i), 0.9 * float(score) / 100.0)
+        ranked = sorted(scores.items(), key=lambda kv: (-kv[1], -self.popularity[kv[0]], kv[0]))
+        return ranked[:limit]
+
+
+@dataclass
+class ServingModel:
+    """One loaded model version and what requests derive from it."""
+
+    bundle: ModelBundle
+    loaded_at: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        b = self.bundle
+        self.version = b.version
+        self.weights = BlendWeights.from_dict(b.manifest.get("blend_weights", {}))
+        self.rule = ConfidenceRule.from_dict(b.manifest.get("confidence_rule", {}))
+        params = b.params
+        self.regularization = float(params.get("als_regularization", 0.1))
+        self.factors = int(b.item_factors.shape[1])
+        self.rating_mean = float(params.get("rating_global_mean", 3.5))
+        self.rating_reg = float(params.get("rating_regularization", 0.1))
+        self.rating_bias_reg = float(params.get("rating_bias_regularization", 1.0))
+        self.affinity = AffinityIndex.from_bundle(b)
+        self.genre_masks: dict[str, npt.NDArray[np.bool_]] = {}
+        for i, joined in enumerate(b.genres.tolist()):
+            for g in str(joined).split("|"):
+                if g:
+                    self.genre_masks.setdefault(g.lower(), np.zeros(b.n_items, bool))[i] = True
+        self.genre_names = sorted({g for j in b.genres.tolist() for g in str(j).split("|") if g})
+        self.titles = TitleIndex(b.titles, b.popularity)
+
+    @property
+    def n_items(self) -> int:
+        return self.bundle.n_items
+
+    def people(self, idx: int) -> dict[str, list[str]]:
+        ptr = self.bundle.extra.get("attr_indptr")
+        values = self.bundle.extra.get("attr_values")
+        out: dict[str, list[str]] = {}
+        if ptr is None or values is None:
+            return out
+        for v in values[int(ptr[idx]) : int(ptr[idx + 1])].tolist():
+            kind, _, name = str(v).partition("=")
+            if kind in PEOPLE_KINDS:
+                out.setdefault(kind, []).append(name)
+        return {k: out[k] for k in PEOPLE_KINDS if k in out}
+
+    def movie(self, idx: int) -> dict[str, Any]:
+        b = self.bundle
+        year = int(b.years[idx])
+        return {
+            "movie_id": b.movies.raw(idx),
+            "title": str(b.titles[idx]),
+            "year": year or None,
+            "genres": [g for g in str(b.genres[idx]).split("|") if g],
+            "people": self.people(idx),
+            "popularity": round(float(b.popularity[idx]), 6),
+        }
+
+    def allowed(
+        self, genres: list[str], year_min: int | None, year_max: int | None
+    ) -> npt.NDArray[np.bool_] | None:
+        """Movies that pass the filters (None: no filter). Unknown genres raise KeyError."""
+        mask: npt.NDArray[np.bool_] | None = None
+        if genres:
+            mask = np.zeros(self.n_items, bool)
+            for g in genres:
+                mask |= self.genre_masks[g.lower()]
+        years = self.bundle.years
+        if year_min is not None:
+            m = years >= year_min
+            mask = m if mask is None else mask & m
+        if year_max is not None:
+            m = (years <= year_max) & (years > 0)
+            mask = m if mask is None else mask & m
+        return mask
+
+
+class ModelHolder:
+    """The current :class:`ServingModel`; :meth:`refresh` loads a newly published version in
+    the caller's thread and swaps it in with one assignment, so a request always scores
+    against one version from start to end."""
+
+    def __init__(self, model_dir: Path) -> None:
+        self.registry = ModelRegistry(model_dir)
+        self._model: ServingModel | None = None
+        self._lock = threading.Lock()
+        self.last_error: str | None = None
+
+    @property
+    def model(self) -> ServingModel | None:
+        return self._model
+
+    def require(self) -> ServingModel:
+        model = self._model
+        if model is None:
+            raise ModelNotLoaded(self.last_error or
+                                 f"no model published under {self.registry.root} yet")
+        return model
+
+    def refresh(self) -> bool:
+        """Load the current version if it is not the one served; True when it swapped."""
+        with self._lock:
+            try:
+                version = self.registry.current_version()
+                if version is None or (self._model and self._model.version == version):
+                    return False
+                started = time.perf_counter()
+                model = ServingModel(self.registry.load(version))
+            except (ArtifactError, OSError) as exc:
+                self.last_error = f"model not loaded: {exc}"
+                log.warning("%s", self.last_error)
+                return False
+            old = self._model
+            self._model = model
+            self.last_error = None
+            metrics.MODEL_VERSION.set(model.version)
+            metrics.MODEL_LOADED_AT.set(model.loaded_at)
+            log.info("serving model version %d (was %s), loaded in %.2fs", model.version,
+                     old.version if old else None, time.perf_counter() - started)
+            return True

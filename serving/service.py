@@ -1,0 +1,351 @@
+"""What the endpoints do, apart from HTTP: blend stored factors with the fresh state from
+Redis, filter, rank, explain; validate and produce events. Errors are :class:`ApiError`
+with a status, a machine-readable code and a sentence."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from adapters.redis_store import UserSnapshot
+from recsys_core.errors import InvalidEvent, ModelNotLoaded
+from recsys_core.events import Event, EventType, parse_event
+from recsys_core.explain import content_reason, explain
+from recsys_core.history import UserHistory
+from recsys_core.rating import predict_rating
+from recsys_core.scoring import recommend, top_k, user_vector
+from recsys_core.userstate import history_from_pairs
+from serving import metrics
+from serving.model import ModelHolder, ServingModel
+from serving.producer import BrokerUnavailable, EventSender
+from serving.state import StateReader, StateUnavailable
+
+RETRY_AFTER_SECONDS = 5
+
+
+@dataclass
+class ApiError(Exception):
+    status: int
+    error: str
+    detail: str
+    headers: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def not_loaded(exc: ModelNotLoaded) -> ApiError:
+    return ApiError(503, "model_not_loaded", str(exc), {"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+@dataclass
+class UserView:
+    """A user's state as one request scores it."""
+
+    history: UserHistory
+    snapshot: UserSnapshot | None
+    vector: npt.NDArray[np.float32] | None
+    fallback_reason: str | None
+    refolded: bool = False
+
+
+class Service:
+    def __init__(self, holder: ModelHolder, state: StateReader, sender: EventSender,
+                 max_batch: int) -> None:
+        self.holder = holder
+        self.state = state
+        self.sender = sender
+        self.max_batch = max_batch
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def model(self) -> ServingModel:
+        try:
+            return self.holder.require()
+        except ModelNotLoaded as exc:
+            raise not_loaded(exc) from None
+
+    def movie_index(self, model: ServingModel, movie_id: str) -> int:
+        idx = model.bundle.movies.get(movie_id)
+        if idx is None:
+            raise ApiError(404, "unknown_movie", f"no movie with id {movie_id!r} in model "
+                           f"version {model.version}")
+        return idx
+
+    def user_view(self, model: ServingModel, user_id: str) -> UserView:
+        """The user's history and a vector valid for this model version: the stored one when
+        it is current, else folded in now (a vector of another version is never scored)."""
+        try:
+            snap = self.state.user(user_id, model.factors)
+        except StateUnavailable:
+            return UserView(UserHistory.empty(), None, None, "user_state_unavailable")
+        history, _ = history_from_pairs(snap.pairs, model.bundle, model.rule)
+        if len(history) == 0:
+            return UserView(history, snap, None, "cold_start")
+        if (snap.vector is not None and snap.vector_version == model.version
+                and snap.vector_rev == snap.rev):
+            return UserView(history, snap, snap.vector, None)
+        stale = snap.vector_version is not None and snap.vector_version != model.version
+        vector = user_vector(model.bundle, history)
+        return UserView(history, snap, vector, "stale_vector" if stale else None, True)
+
+    def store_refolded(self, model: ServingModel, user_id: str, view: UserView) -> None:
+        """After the response: keep a vector the request had to fold in (lazy recompute)."""
+        if view.refolded and view.snapshot is not None and view.vector is not None:
+            self.state.write_vector(user_id, view.vector, model.version, view.snapshot.rev,
+                                    model.affinity.profile(view.history))
+
+    def recommendations(
+        self, user_id: str, k: int, genres: list[str], year_min: int | None,
+        year_max: int | None, exclude_seen: bool, exclude: list[str],
+    ) -> tuple[dict[str, Any], Callable[[], None]]:
+        model = self.model()
+        if year_min is not None and year_max is not None and year_min > year_max:
+            raise ApiError(422, "invalid_filter", "year_min is after year_max")
+        try:
+            allowed = model.allowed(genres, year_min, year_max)
+        except KeyError as exc:
+            raise ApiError(422, "unknown_genre", f"no genre {exc.args[0]!r}; known: "
+                           f"{', '.join(model.genre_names)}") from None
+        view = self.user_view(model, user_id)
+        timings: dict[str, float] = {}
+        extra = [i for i in (model.bundle.movies.get(m) for m in exclude) if i is not None]
+        idx, scores, parts = recommend(model.bundle, view.history, model.weights, k=k,
+                                       exclude_seen=exclude_seen, allowed=allowed,
+                                       vector=view.vector, timings=timings,
+                                       exclude=np.asarray(extra, dtype=np.int64))
+        for name, seconds in timings.items():
+            metrics.BLEND_SECONDS.labels(name).observe(seconds)
+        reasons = explain(model.bundle, view.history, model.weights, parts, idx)
+        if view.fallback_reason:
+            metrics.FALLBACKS.labels(view.fallback_reason).inc()
+        body = {
+            "user_id": user_id,
+            "model_version": model.version,
+            "items": [self._item(model, int(i), float(s), r)
+                      for i, s, r in zip(idx, scores, reasons, strict=True)],
+            "fallback_reason": view.fallback_reason,
+        }
+        return body, lambda: self.store_refolded(model, user_id, view)
+
+    @staticmethod
+    def _item(model: ServingModel, idx: int, score: float, reason: str) -> dict[str, Any]:
+        m = model.movie(idx)
+        return {"movie_id": m["movie_id"], "title": m["title"], "score": round(score, 4),
+                "reason": reason, "year": m["year"], "genres": m["genres"]}
+
+    def movie(self, movie_id: str) -> dict[str, Any]:
+        model = self.model()
+        idx = model.bundle.movies.get(movie_id)
+        if idx is not None:
+            return {**model.movie(idx), "in_model": True}
+        try:
+            found = self.state.catalog_movie(movie_id)
+        except StateUnavailable:
+            found = None
+        if found is None:
+            raise ApiError(404, "unknown_movie", f"no movie with id {movie_id!r}")
+        return {**found, "in_model": False}
+
+    def similar(self, movie_id: str, by: str, k: int) -> dict[str, Any]:
+        model = self.model()
+        b = model.bundle
+        t = self.movie_index(model, movie_id)
+        title = str(b.titles[t])
+        if by == "taste":
+            ptr, indices, vals = b.csr("neighbor")
+            s, e = int(ptr[t]), int(ptr[t + 1])
+            scores = np.full(b.n_items, -np.inf)
+            scores[indices[s:e]] = vals[s:e]
+            if e - s < k:  # thin row: complete with the closest ALS factors
+                f = b.item_factors
+                norms = np.linalg.norm(f, axis=1) * (np.linalg.norm(f[t]) or 1.0)
+                cos = (f @ f[t]) / np.where(norms > 0, norms, 1.0)
+                fill = np.isinf(scores)
+                scores[fill] = cos[fill] - 10.0  # after every neighbour
+            reason = f"people who watched {title} also watched this"
+            reasons: Callable[[int], str] = lambda _i: reason  # noqa: E731
+        else:
+            scores = b.content_vectors.astype(np.float64) @ b.content_vectors[t]
+            if not np.any(b.content_vectors[t]):
+                scores = np.zeros(b.n_items)
+            reasons = lambda i: content_reason(b, t, i)  # noqa: E731
+        idx, vals = top_k(np.asarray(scores, np.float64), k,
+                          exclude=np.asarray([t], np.int64))
+        return {"movie_id": movie_id, "by": by, "model_version": model.version,
+                "items": [self._item(model, int(i), float(v), reasons(int(i)))
+                          for i, v in zip(idx, vals, strict=True)]}
+
+    def search(self, query: str, limit: int) -> dict[str, Any]:
+        model = self.model()
+        items = []
+        for idx, match in model.titles.search(query, limit):
+            m = model.movie(idx)
+            items.append({"movie_id": m["movie_id"], "title": m["title"], "year": m["year"],
+                          "genres": m["genres"], "match": round(match, 3)})
+        return {"query": query, "items": items}
+
+    def because_you_watched(self, user_id: str, k: int) -> dict[str, Any]:
+        """Movies like the user's most recent well-liked one (the web page's row)."""
+        model = self.model()
+        view = self.user_view(model, user_id)
+        h = view.history
+        if len(h) == 0:
+            return {"user_id": user_id, "source": None, "items": [],
+                    "fallback_reason": view.fallback_reason}
+        liked = np.flatnonzero(h.confidence >= np.median(h.confidence))
+        source = int(h.item_idx[liked[-1] if liked.size else -1])
+        similar = self.similar(model.bundle.movies.raw(source), "taste", k + len(h))
+        seen = {model.bundle.movies.raw(int(i)) for i in h.item_idx}
+        items = [it for it in similar["items"] if it["movie_id"] not in seen][:k]
+        for it in items:
+            it["reason"] = f"because you watched {model.bundle.titles[source]}"
+        return {"user_id": user_id, "source": model.movie(source), "items": items,
+                "fallback_reason": view.fallback_reason}
+
+    def predicted_rating(self, user_id: str, movie_id: str) -> dict[str, Any]:
+        model = self.model()
+        b = model.bundle
+        t = self.movie_index(model, movie_id)
+        view = self.user_view(model, user_id)
+        h = view.history
+        rated = np.isfinite(h.ratings)
+        pred = predict_rating(b.rating_item_factors, b.rating_item_bias, model.rating_mean,
+                              model.rating_reg, model.rating_bias_reg, h.item_idx[rated],
+                              h.ratings[rated], [t])[0]
+        own = h.ratings[h.item_idx == t]
+        reason = view.fallback_reason
+        if reason is None and not rated.any():
+            reason = "cold_start"
+        return {"user_id": user_id, "movie_id": movie_id,
+                "predicted_rating": round(float(pred), 3),
+                "your_rating": float(own[0]) if own.size and np.isfinite(own[0]) else None,
+                "model_version": model.version,
+                "fallback_reason": reason if reason != "stale_vector" else None}
+
+    def profile(self, user_id: str, limit: int = 100) -> dict[str, Any]:
+        model = self.holder.model
+        try:
+            snap = self.state.user(user_id, model.factors if model else 0)
+        except StateUnavailable as exc:
+            raise ApiError(503, "user_state_unavailable", f"Redis is unreachable: {exc}",
+                           {"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+        if not snap.pairs and snap.rev == 0:
+            raise ApiError(404, "unknown_user", f"no events for user {user_id!r} yet")
+        pairs = sorted(snap.pairs.items(), key=lambda kv: -kv[1].last_at)[:limit]
+        titles = model.bundle.titles if model else None
+        history = []
+        for movie_id, st in pairs:
+            idx = model.bundle.movies.get(movie_id) if model else None
+            history.append({"movie_id": movie_id,
+                            "title": str(titles[idx]) if titles is not None and idx is not None
+                            else None,
+                            "rating": st.rating, "completion": st.completion,
+                            "last_at": st.last_at})
+        return {"user_id": user_id, "events_applied": snap.rev,
+                "vector_version": snap.vector_version, "affinity": snap.affinity,
+                "history": history}
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def post_events(self, items: list[Any]) -> dict[str, Any]:
+        if len(items) > self.max_batch:
+            raise ApiError(413, "batch_too_large",
+                           f"{len(items)} events in one request, at most {self.max_batch}")
+        if not items:
+            raise ApiError(422, "empty_batch", "no events in the request")
+        accepted: list[tuple[EventType, Event]] = []
+        rejected: list[dict[str, Any]] = []
+        now = datetime.now(UTC).isoformat()
+        for n, item in enumerate(items):
+            if not isinstance(item, dict):
+                rejected.append({"index": n, "reason": "not_an_object",
+                                 "detail": "an event must be a JSON object"})
+                continue
+            kind = item.get("type")
+            if kind not in ("rating", "watch"):
+                rejected.append({"index": n, "reason": "unknown_type", "detail":
+                                 f"type must be 'rating' or 'watch', got {kind!r}"})
+                continue
+            data = {"event_id": str(uuid.uuid4()), "occurred_at": now, **item}
+            try:
+                event = parse_event(kind, json.dumps(data).encode())
+            except InvalidEvent as exc:
+                rejected.append({"index": n, "reason": exc.reason, "detail": exc.detail})
+                metrics.EVENTS.labels(kind, "rejected").inc()
+                continue
+            accepted.append((kind, event))
+        if not accepted:
+            raise ApiError(422, "no_valid_events", f"all {len(items)} events were rejected; "
+                           f"first: {rejected[0]['detail']}", extra={"rejected": rejected})
+        self._send(accepted)
+        for kind, _ in accepted:
+            metrics.EVENTS.labels(kind, "accepted").inc()
+        return {"accepted": [e.event_id for _, e in accepted], "rejected": rejected}
+
+    def post_user_event(self, user_id: str, kind: EventType,
+                        fields: dict[str, Any]) -> dict[str, Any]:
+        """A rating or watch for one user; the movie must be known (model or catalog)."""
+        model = self.model()
+        movie_id = fields["movie_id"]
+        if model.bundle.movies.get(movie_id) is None:
+            self.movie(movie_id)  # 404 unless a catalog event introduced it
+        item = {k: v for k, v in fields.items() if v is not None}
+        return self.post_events([{"type": kind, "user_id": user_id, **item}])
+
+    def _send(self, events: list[tuple[EventType, Event]]) -> None:
+        try:
+            self.sender.send(events)
+        except BrokerUnavailable as exc:
+            for kind, _ in events:
+                metrics.EVENTS.labels(kind, "broker_unavailable").inc()
+            raise ApiError(503, "broker_unavailable", f"events not accepted, the broker is "
+                           f"unreachable ({exc}); retry later, event ids make it safe",
+                           {"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+
+    # -- admin ----------------------------------------------------------------------------
+
+    def model_admin(self) -> dict[str, Any]:
+        reg = self.holder.registry
+        served = self.holder.model
+        current = reg.current_version()
+        versions = []
+        for v in reversed(reg.versions()):
+            try:
+                m = reg.manifest(v)
+            except Exception:  # noqa: BLE001 - a half-written version is listed, not fatal
+                m = {}
+            versions.append({"version": v, "current": v == current,
+                             "created_at": m.get("created_at"), "metrics": m.get("metrics", {}),
+                             "gate": m.get("gate"), "data_window": m.get("data_window")})
+        return {"current_version": current,
+                "served_version": served.version if served else None,
+                "loaded_at": served.loaded_at if served else None,
+                "blend_weights": served.weights.to_dict() if served else None,
+                "versions": versions}
+
+    def lag(self) -> dict[str, Any]:
+        try:
+            return self.state.lag()
+        except StateUnavailable as exc:
+            raise ApiError(503, "user_state_unavailable", f"Redis is unreachable: {exc}",
+                           {"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        model = self.holder.model
+        checks: dict[str, Any] = {
+            "model": {"ok": model is not None,
+                      "version": model.version if model else None,
+                      "detail": None if model else self.holder.last_error or "no model yet"},
+            "redis": {"ok": self.state.ping()},
+            "broker": {"ok": self.sender.reachable()},
+            "checked_at": time.time(),
+        }
+        ok = all(c["ok"] for c in checks.values() if isinstance(c, dict))
+        return ok, checks

@@ -1,0 +1,30 @@
+"""Settings of the API role (environment prefix ``RECSYS_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from adapters.settings import CommonSettings
+
+
+class ServingSettings(CommonSettings):
+    api_host: str = Field("127.0.0.1", description="Address the API listens on")
+    api_port: int = Field(8000, ge=1, le=65535, description="Port of the API, web page and "
+                          "/metrics")
+    api_key: str = Field("", description="Key for write and admin endpoints (header "
+                         "X-API-Key); empty: open, for development only")
+    api_read_key_required: bool = Field(False, description="Require the key for reads too")
+    api_cors_origins: str = Field("", description="Comma-separated origins allowed by CORS "
+                                  "(empty: none, * for any)")
+    api_model_poll_seconds: float = Field(2.0, gt=0, description="How often the API looks "
+                                          "for a newly published model version")
+    api_max_batch: int = Field(1000, ge=1, le=100_000,
+                               description="Most events in one POST /v1/events")
+    api_redis_timeout_seconds: float = Field(0.25, gt=0, le=10, description="Redis timeout "
+                                             "of a request before it answers from the model "
+                                             "alone")
+    log_level: str = Field("info", description="Log level of every role")
+
+    @property
+    def cors_origins(self) -> list[str]:
+        return [o.strip() for o in self.api_cors_origins.split(",") if o.strip()]

@@ -1,0 +1,105 @@
+"""The API's view of Redis: one round trip per request for a user's state, and a short
+circuit breaker so that, while Redis is down, requests answer from the model alone at once
+instead of each waiting for a timeout."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import redis
+
+from adapters.redis_store import UserSnapshot, UserStateStore
+from recsys_core.keys import Keys
+from serving import metrics
+
+log = logging.getLogger(__name__)
+
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+
+class StateUnavailable(Exception):
+    """Redis could not be reached (or was recently found down)."""
+
+
+class StateReader:
+    def __init__(self, url: str, keys: Keys, timeout: float, cap: int = 500,
+                 open_seconds: float = 1.0) -> None:
+        client = redis.Redis.from_url(url, socket_timeout=timeout,
+                                      socket_connect_timeout=timeout, retry_on_timeout=False,
+                                      health_check_interval=0)
+        self.store = UserStateStore(client, keys, cap=cap)
+        self.keys = keys
+        self.open_seconds = open_seconds
+        self._down_until = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> redis.Redis:
+        return self.store.r
+
+    def _call(self, fn: Any, *args: Any) -> Any:
+        if time.monotonic() < self._down_until:
+            raise StateUnavailable("Redis was unreachable moments ago")
+        try:
+            return fn(*args)
+        except REDIS_ERRORS as exc:
+            with self._lock:
+                self._down_until = time.monotonic() + self.open_seconds
+            metrics.DEPENDENCY_ERRORS.labels("redis").inc()
+            log.warning("Redis unavailable: %s", exc)
+            raise StateUnavailable(str(exc)) from exc
+
+    def user(self, user_id: str, factors: int) -> UserSnapshot:
+        snapshots: list[UserSnapshot] = self._call(self.store.read, [user_id], factors)
+        return snapshots[0]
+
+    def exists(self, user_id: str) -> bool:
+        return bool(self._call(self.client.exists, self.keys.meta(user_id)))
+
+    def write_vector(self, user_id: str, vector: npt.NDArray[np.floating], version: int,
+                     rev: int, affinity: dict[str, float]) -> None:
+        """Store a vector the API recomputed (never over a newer one); failures only log."""
+        try:
+            self._call(self.store.write_vectors, [(user_id, vector, version, rev, affinity)])
+        except StateUnavailable:
+            pass
+
+    def catalog_movie(self, movie_id: str) -> dict[str, Any] | None:
+        """A movie known only from a catalog event (not yet in a model)."""
+        raw: dict[bytes, bytes] = self._call(self.client.hgetall,
+                                             self.keys.catalog_movie(movie_id))
+        if not raw:
+            return None
+        fields = {k.decode(): v for k, v in raw.items() if k != b"vector"}
+        year = fields.get("year", b"").decode()
+        return {
+            "movie_id": movie_id,
+            "title": fields.get("title", b"").decode(),
+            "year": int(year) if year else None,
+            "genres": [g for g in fields.get("genres", b"").decode().split("|") if g],
+            "people": json.loads(fields.get("people", b"{}")),
+            "popularity": 0.0,
+        }
+
+    def lag(self) -> dict[str, Any]:
+        """What the stream workers last reported: lag per topic-partition."""
+        raw: dict[bytes, bytes] = self._call(self.client.hgetall, self.keys.lag())
+        partitions = {k.decode(): int(v) for k, v in raw.items() if not k.startswith(b"_")}
+        updated = raw.get(b"_updated_at")
+        return {
+            "total": sum(partitions.values()),
+            "partitions": dict(sorted(partitions.items())),
+            "reported_at": float(updated) if updated else None,
+        }
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._call(self.client.ping))
+        except StateUnavailable:
+            return False

@@ -1,0 +1,29 @@
+"""The web pages: ``/`` for people, ``/ops`` for operators (static files, no build step)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+from serving.settings import ServingSettings
+
+STATIC = Path(__file__).parent / "static"
+
+
+def mount_web(app: FastAPI, settings: ServingSettings) -> None:
+    if not STATIC.is_dir():
+        return
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False, response_model=None)
+    def index() -> FileResponse | RedirectResponse:
+        page = STATIC / "index.html"
+        return FileResponse(page) if page.exists() else RedirectResponse("/docs")
+
+    @app.get("/ops", include_in_schema=False, response_model=None)
+    def ops() -> FileResponse | RedirectResponse:
+        page = STATIC / "ops.html"
+        return FileResponse(page) if page.exists() else RedirectResponse("/docs")
