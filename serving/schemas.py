@@ -115,7 +115,7 @@ class EventIn(BaseModel):
 
 
 class EventBatch(BaseModel):
-    events: list[dict[str, Any]] = Field(
+    events: list[Any] = Field(
         description="Rating/watch events, each with a `type` (see EventIn)",
         examples=[[{"type": "rating", "user_id": "42", "movie_id": "50", "rating": 4.5}]])
 

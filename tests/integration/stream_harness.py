@@ -34,6 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from adapters.kafka import ensure_topics
 from adapters.redis_store import UserStateStore
 from adapters.settings import CommonSettings
+from devstack import DevStack, free_port
 from recsys_core.dataset import Dataset
 from recsys_core.events import EventType
 from recsys_core.foldin import fold_in_user
@@ -470,3 +471,54 @@ def reference_run(
 
 def chunks(seq: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [seq[i:i + size] for i in range(0, len(seq), size)]
+
+
+# ---------------------------------------------------------------- a worker stack
+
+
+@dataclass
+class Stack:
+    """A running worker and what the tests need to talk to it."""
+
+    devstack: DevStack
+    env: dict[str, str]
+    workers: list[WorkerProcess]
+    client: redis.Redis
+    view: ModelView
+
+    @property
+    def settings(self) -> Any:
+        return settings_for(self.env)
+
+    @property
+    def keys(self) -> Keys:
+        return Keys(self.env["RECSYS_KEY_PREFIX"])
+
+    @property
+    def bootstrap(self) -> str:
+        return self.devstack.kafka_bootstrap
+
+    def topic(self, kind: str) -> str:
+        return str(self.settings.topic(kind))
+
+    def start_worker(self, label: str, log_dir: Path, metrics: bool = True) -> WorkerProcess:
+        port = free_port() if metrics else 0
+        env = {**self.env, "RECSYS_STREAM_METRICS_PORT": str(port)}
+        worker = WorkerProcess(label, env, log_dir / f"{label}.log", port).start()
+        self.workers.append(worker)
+        return worker
+
+    def stop_all(self) -> None:
+        for w in self.workers:
+            w.stop()
+
+    def logs(self) -> str:
+        return "".join(w.describe() for w in self.workers)
+
+
+def make_stack(devstack: DevStack, name: str, model_dir: Path, scratch: Path,
+               **overrides: str) -> Stack:
+    env = worker_env(kafka_bootstrap=devstack.kafka_bootstrap, redis_url=devstack.redis_url,
+                     name=name, model_dir=model_dir, data_dir=scratch / "data", **overrides)
+    create_topics(settings_for(env))
+    return Stack(devstack, env, [], devstack.redis.client(), load_view(model_dir))

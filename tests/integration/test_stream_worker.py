@@ -13,26 +13,24 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import redis
 from kafka import KafkaAdminClient
 from stream_harness import (
     SESSION_TIMEOUT_S,
     Message,
+    Stack,
     WorkerProcess,
     assert_same_user_state,
-    create_topics,
     dead_letters,
     encode,
     event_log,
     expected_vector,
     keyed,
-    load_view,
+    make_stack,
     ml100k_events,
     new_name,
     produce,
@@ -40,18 +38,15 @@ from stream_harness import (
     read_topic,
     read_user,
     reference_run,
-    settings_for,
     shared_model_dir,
     watch_event,
-    worker_env,
 )
 from stream_harness import wait_for as harness_wait_for
 
-from devstack import DevStack, free_port
+from devstack import DevStack
 from recsys_core.dataset import Dataset
 from recsys_core.events import MAX_EVENT_BYTES
 from recsys_core.keys import Keys
-from streams.processor import ModelView
 
 pytestmark = pytest.mark.integration
 
@@ -60,54 +55,6 @@ START_S = 60.0
 #: after a member died without leaving, the next join waits about 1.5 sessions
 REJOIN_S = 60.0 + 2 * SESSION_TIMEOUT_S
 T0 = 1_600_000_000.0
-
-
-@dataclass
-class Stack:
-    """A running worker and what the tests need to talk to it."""
-
-    devstack: DevStack
-    env: dict[str, str]
-    workers: list[WorkerProcess]
-    client: redis.Redis
-    view: ModelView
-
-    @property
-    def settings(self) -> Any:
-        return settings_for(self.env)
-
-    @property
-    def keys(self) -> Keys:
-        return Keys(self.env["RECSYS_KEY_PREFIX"])
-
-    @property
-    def bootstrap(self) -> str:
-        return self.devstack.kafka_bootstrap
-
-    def topic(self, kind: str) -> str:
-        return str(self.settings.topic(kind))
-
-    def start_worker(self, label: str, log_dir: Path, metrics: bool = True) -> WorkerProcess:
-        port = free_port() if metrics else 0
-        env = {**self.env, "RECSYS_STREAM_METRICS_PORT": str(port)}
-        worker = WorkerProcess(label, env, log_dir / f"{label}.log", port).start()
-        self.workers.append(worker)
-        return worker
-
-    def stop_all(self) -> None:
-        for w in self.workers:
-            w.stop()
-
-    def logs(self) -> str:
-        return "".join(w.describe() for w in self.workers)
-
-
-def make_stack(devstack: DevStack, name: str, model_dir: Path, scratch: Path,
-               **overrides: str) -> Stack:
-    env = worker_env(kafka_bootstrap=devstack.kafka_bootstrap, redis_url=devstack.redis_url,
-                     name=name, model_dir=model_dir, data_dir=scratch / "data", **overrides)
-    create_topics(settings_for(env))
-    return Stack(devstack, env, [], devstack.redis.client(), load_view(model_dir))
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, stack: Stack,
