@@ -1,5 +1,5 @@
 # The two commands of the README:
-#   make demo   set up and run the main job
+#   make demo   set up and run the whole stack (recsys demo) until Ctrl-C
 #   make test   install and run the tests (what .ci/run calls)
 VENV ?= .venv
 PYTHON ?= python3
@@ -24,9 +24,10 @@ lint: install
 test: lint
 	$(BIN)/pytest
 
+# the whole stack (broker, Redis, model v1, stream worker, trainer, API, replay) until Ctrl-C;
+# DEMO_ARGS passes options, e.g. make demo DEMO_ARGS="--api-port 8080 --workers 2"
 demo: install
-	$(BIN)/recsys train --dataset ml-100k
-	$(BIN)/recsys recommend 42 --dataset ml-100k
+	$(BIN)/recsys demo --dataset ml-100k $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) artifacts runs reports

@@ -190,21 +190,13 @@ class UserStateStore:
             pipe.hgetall(self.keys.history(uid))
             pipe.hgetall(self.keys.meta(uid))
         raw = pipe.execute()
-        out = []
-        for j in range(len(user_ids)):
-            hist: dict[bytes, bytes] = raw[2 * j]
-            meta: dict[bytes, bytes] = raw[2 * j + 1]
-            pairs = {m.decode(): PairState.unpack(v) for m, v in hist.items()}
-            vec = meta.get(b"vector")
-            out.append(UserSnapshot(
-                pairs=pairs,
-                rev=int(meta.get(b"rev", b"0")),
-                vector=decode_vector(vec, factors) if vec is not None else None,
-                vector_version=_int(meta.get(b"vector_version")),
-                vector_rev=_int(meta.get(b"vector_rev")),
-                affinity=json.loads(meta[b"affinity"]) if b"affinity" in meta else {},
-            ))
-        return out
+        return [snapshot(raw[2 * j], raw[2 * j + 1], factors) for j in range(len(user_ids))]
+
+    def read_commands(self, pipe: Any, user_id: str) -> None:
+        """Queue :meth:`read`'s commands for one user on another (e.g. asyncio) pipeline;
+        its two replies make a :func:`snapshot`."""
+        pipe.hgetall(self.keys.history(user_id))
+        pipe.hgetall(self.keys.meta(user_id))
 
     def write_vectors(
         self,
@@ -229,6 +221,19 @@ class UserStateStore:
         pipe.hset(self.keys.catalog_movie(movie_id), mapping={**fields, "vector": vector})
         pipe.sadd(self.keys.catalog_index(), movie_id)
         pipe.execute()
+
+
+def snapshot(hist: dict[bytes, bytes], meta: dict[bytes, bytes], factors: int) -> UserSnapshot:
+    """A user's state from the replies to HGETALL history and HGETALL meta."""
+    vec = meta.get(b"vector")
+    return UserSnapshot(
+        pairs={m.decode(): PairState.unpack(v) for m, v in hist.items()},
+        rev=int(meta.get(b"rev", b"0")),
+        vector=decode_vector(vec, factors) if vec is not None else None,
+        vector_version=_int(meta.get(b"vector_version")),
+        vector_rev=_int(meta.get(b"vector_rev")),
+        affinity=json.loads(meta[b"affinity"]) if b"affinity" in meta else {},
+    )
 
 
 def _int(raw: bytes | None) -> int | None:

@@ -42,3 +42,17 @@ def fail(exc: RecsysError | str) -> typer.Exit:
     """Print one red line and return the exit to raise."""
     err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
     return typer.Exit(code=1)
+
+
+def check_fraction(value: float | None) -> float | None:
+    """Typer callback: a share in (0, 1]."""
+    if value is not None and not 0.0 < value <= 1.0:
+        raise typer.BadParameter(f"{value:g} is not a share in (0, 1], e.g. 0.8")
+    return value
+
+
+def check_positive(value: float | None) -> float | None:
+    """Typer callback: a number > 0."""
+    if value is not None and not value > 0:
+        raise typer.BadParameter(f"{value:g} is not > 0")
+    return value

@@ -14,7 +14,15 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from recsys_cli.common import DEFAULT_MODEL_DIR, DataDir, ModelDir, console, err_console, fail
+from recsys_cli.common import (
+    DEFAULT_MODEL_DIR,
+    DataDir,
+    ModelDir,
+    check_fraction,
+    console,
+    err_console,
+    fail,
+)
 from recsys_core.errors import RecsysError
 
 if TYPE_CHECKING:
@@ -67,13 +75,19 @@ def train(
              "(default: $RECSYS_TRAIN_WINDOW_DAYS, else everything).")] = None,
     force: Annotated[bool, typer.Option(
         help="Publish even if the quality gate refuses the new version.")] = False,
+    train_fraction: Annotated[float | None, typer.Option(
+        "--train-fraction", callback=check_fraction,
+        help="Use only the oldest share of the dataset's interactions by time, as "
+             "`recsys replay --fraction` splits them (default: $RECSYS_TRAIN_BASE_FRACTION, "
+             "else 1).")] = None,
 ) -> None:
     """Train every model on a dataset (plus the event log) and publish a new model version
     if it passes the quality gate."""
     from training.train import run_training
     from training.trainer import train_once, training_dataset
 
-    settings = _trainer_settings(dataset=dataset, data_dir=data_dir, model_dir=model_dir)
+    settings = _trainer_settings(dataset=dataset, data_dir=data_dir, model_dir=model_dir,
+                                 train_base_fraction=train_fraction)
     try:
         with _progress() as bar:
             task = bar.add_task("loading data", total=None)

@@ -12,6 +12,9 @@ from adapters.settings import CommonSettings
 class TrainerSettings(CommonSettings):
     dataset: str = Field("ml-100k", description="Base dataset name or directory")
     data_dir: Path | None = Field(None, description="Where datasets live")
+    train_base_fraction: float = Field(
+        1.0, gt=0, le=1, description="Oldest share (by time) of the base dataset's "
+        "interactions used; the newer rest is left out (the demo replays it)")
     train_with_event_log: bool = Field(True, description="Add the stream's event log")
     train_window_days: float | None = Field(
         None, gt=0, description="Train on the last N days before the newest event (all: unset)")

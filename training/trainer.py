@@ -25,6 +25,7 @@ from adapters.eventlog import read_event_log
 from recsys_core.dataset import INTERACTION_COLUMNS, Dataset
 from recsys_core.errors import EmptyTrainingData, RecsysError
 from recsys_core.loaders import load_dataset
+from training.evaluation.splits import temporal_split
 from training.pipeline import TrainParams
 from training.registry import ModelRegistry
 from training.settings import TrainerSettings
@@ -85,12 +86,21 @@ def apply_window(interactions: pd.DataFrame, days: float | None) -> pd.DataFrame
     return kept
 
 
+def base_interactions(interactions: pd.DataFrame, fraction: float) -> pd.DataFrame:
+    """The oldest ``fraction`` of the base dataset's rows by time (all rows at 1.0): the same
+    cut as ``recsys replay --fraction``, so a demo never trains on the part it replays."""
+    if fraction >= 1.0:
+        return interactions
+    return temporal_split(interactions, fraction)[0]
+
+
 def training_dataset(
     settings: TrainerSettings, with_event_log: bool, window_days: float | None
 ) -> Dataset:
     base = load_dataset(settings.dataset, settings.data_dir)
-    events = read_event_log(settings.event_log_dir) if with_event_log else base.interactions[:0]
-    merged = apply_window(merge_interactions(base.interactions, events), window_days)
+    rows = base_interactions(base.interactions, settings.train_base_fraction)
+    events = read_event_log(settings.event_log_dir) if with_event_log else rows[:0]
+    merged = apply_window(merge_interactions(rows, events), window_days)
     return replace(base, interactions=merged)
 
 

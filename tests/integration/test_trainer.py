@@ -28,6 +28,7 @@ import pytest
 from adapters.eventlog import SCHEMA, read_event_log
 from recsys_core.dataset import Dataset
 from recsys_core.errors import EmptyTrainingData
+from recsys_core.loaders import load_dataset
 from training.gate import check_gate
 from training.pipeline import TrainParams
 from training.registry import ModelRegistry
@@ -36,10 +37,12 @@ from training.trainer import (
     Trainer,
     TrainerBusy,
     apply_window,
+    base_interactions,
     count_log_events,
     merge_interactions,
     train_once,
     trainer_lock,
+    training_dataset,
 )
 
 #: clearly worse than the defaults: one ALS factor, one neighbour, no popularity or sessions
@@ -119,6 +122,21 @@ def test_window_of_no_days_is_refused(days: float) -> None:
 def test_window_on_no_data_is_refused() -> None:
     with pytest.raises(EmptyTrainingData, match="empty"):
         apply_window(merge_interactions(pd.DataFrame(), pd.DataFrame()), 7)
+
+
+def test_base_fraction_keeps_the_oldest_share_that_replay_skips(
+        tmp_path: Path, data_dir: Path) -> None:
+    from adapters.replay import select_interactions
+
+    settings = TrainerSettings(data_dir=data_dir, event_log_dir=tmp_path / "log",
+                               train_base_fraction=0.8)
+    ds = training_dataset(settings, with_event_log=True, window_days=None)
+    replayed = select_interactions(load_dataset("ml-100k", data_dir).interactions,
+                                   fraction=0.8)
+    assert len(ds.interactions) == 80_000 and len(replayed) == 20_000
+    assert ds.interactions["timestamp"].max() <= replayed["timestamp"].min()
+    assert len(base_interactions(_base(), 1.0)) == 3
+    assert base_interactions(_base(), 0.5)["timestamp"].tolist() == [1_000, 2_000]
 
 
 def test_gate_passes_within_tolerance_and_refuses_a_drop() -> None:

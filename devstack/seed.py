@@ -1,0 +1,99 @@
+"""Seed users' state in Redis straight from a dataset, before the stream starts.
+
+The stack trains version 1 on the oldest share of a dataset and replays the rest through
+Kafka; the users of the trained share need their histories in Redis too, or the API would
+know nothing about them. Going through Kafka would take minutes and put those events in the
+event log, where the trainer would count them twice (it reads the base dataset already), so
+they are applied directly with :meth:`UserStateStore.apply` and ``log=False``: the same Lua
+merge, cap and dedupe as the stream, event ids as ``recsys replay`` makes them (a replay of
+the same rows is then dropped as duplicates), nothing appended to the event log.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from adapters.redis_store import Interaction, UserStateStore
+from adapters.replay import order_interactions, replay_event_id
+from streams.processor import ModelView, StreamProcessor
+from training.registry import ModelRegistry
+
+log = logging.getLogger(__name__)
+
+#: events per pipeline round trip (one Lua call per user inside it)
+SEED_BATCH = 5_000
+#: users per vector refresh (one read and one write round trip each)
+VECTOR_BATCH = 200
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    events: int
+    applied: int
+    users: int
+    vectors: int
+    seconds: float
+
+
+def seed_interactions(
+    store: UserStateStore,
+    dataset_name: str,
+    interactions: pd.DataFrame,
+    *,
+    batch: int = SEED_BATCH,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[int, list[str]]:
+    """Apply the rows as ratings in time order, without the event log; returns how many
+    were applied (a row already applied is a duplicate) and the users, in first-seen order."""
+    rows = order_interactions(interactions)
+    users = rows["user_id"].astype(str).to_numpy()
+    movies = rows["movie_id"].astype(str).to_numpy()
+    ratings = rows["rating"].to_numpy(dtype=float)
+    stamps = rows["timestamp"].to_numpy(dtype="int64")
+    applied = 0
+    for start in range(0, len(rows), batch):
+        chunk = [
+            Interaction(replay_event_id(dataset_name, u, m, int(t)), u, m, float(t), float(r),
+                        None, b"")
+            for u, m, r, t in zip(users[start:start + batch], movies[start:start + batch],
+                                  ratings[start:start + batch], stamps[start:start + batch],
+                                  strict=True)
+        ]
+        applied += sum(ok for ok, _ in store.apply(chunk, log=False))
+        if progress is not None:
+            progress(min(start + batch, len(rows)), len(rows))
+    return applied, list(dict.fromkeys(users.tolist()))
+
+
+def seed_vectors(store: UserStateStore, model_dir: Path, user_ids: list[str],
+                 batch: int = VECTOR_BATCH) -> int:
+    """Fold each user's seeded history into a vector of the current model version, as a
+    stream worker does after a batch; how many vectors were written."""
+    view = ModelView(ModelRegistry(model_dir).load())
+    processor = StreamProcessor(store, lambda: view)
+    return sum(processor.refresh_vectors(user_ids[i:i + batch])
+               for i in range(0, len(user_ids), batch))
+
+
+def seed_users(
+    store: UserStateStore,
+    dataset_name: str,
+    interactions: pd.DataFrame,
+    model_dir: Path | None,
+    progress: Callable[[int, int], None] | None = None,
+) -> SeedResult:
+    """Histories of every user in ``interactions``, then their vectors (with a model)."""
+    start = time.perf_counter()
+    applied, users = seed_interactions(store, dataset_name, interactions, progress=progress)
+    vectors = seed_vectors(store, model_dir, users) if model_dir is not None else 0
+    result = SeedResult(len(interactions), applied, len(users), vectors,
+                        time.perf_counter() - start)
+    log.info("seeded %d users from %d events (%d applied), %d vectors in %.1f s",
+             result.users, result.events, result.applied, result.vectors, result.seconds)
+    return result

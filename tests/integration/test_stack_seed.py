@@ -1,0 +1,123 @@
+"""Seeding users' state from a dataset (``devstack.seed``) and ``UserStateStore.apply(log=False)``
+on the real Redis of the session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import redis
+from stream_harness import (
+    expected_vector,
+    load_view,
+    read_user,
+    shared_model_dir,
+)
+
+from adapters.redis_store import Interaction, UserStateStore
+from devstack import RedisServer
+from devstack.seed import seed_interactions, seed_users
+from recsys_core.dataset import Dataset
+from recsys_core.keys import Keys
+from recsys_core.userstate import PairState
+from training.evaluation.splits import temporal_split
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    c = redis_server.client()
+    yield c
+    c.close()
+
+
+def rating(event_id: str, user: str, movie: str, stars: float, ts: float) -> Interaction:
+    return Interaction(event_id, user, movie, ts, stars, None, b"rating {}")
+
+
+def test_apply_without_log_merges_and_dedupes_but_leaves_the_event_log_alone(
+        client: redis.Redis, unique_name: str) -> None:
+    keys = Keys(unique_name)
+    store = UserStateStore(client, keys=keys)
+    batch = [rating("e1", "u1", "m1", 4.0, 100.0), rating("e2", "u1", "m2", 3.0, 101.0),
+             rating("e3", "u2", "m1", 5.0, 102.0)]
+
+    assert [ok for ok, _ in store.apply(batch, log=False)] == [True, True, True]
+    assert client.exists(keys.event_log()) == 0
+    assert read_user(client, keys, "u1").rev == 2
+    assert set(read_user(client, keys, "u1").history) == {"m1", "m2"}
+
+    again = store.apply(batch, log=False)  # same event ids: duplicates, as in the stream
+    assert [ok for ok, _ in again] == [False, False, False]
+    assert read_user(client, keys, "u1").rev == 2
+
+    store.apply([rating("e4", "u1", "m3", 2.0, 103.0)])  # the default still logs
+    assert client.xlen(keys.event_log()) == 1
+
+
+def test_seeded_histories_equal_the_dataset_pairs_and_nothing_is_logged(
+        client: redis.Redis, unique_name: str, ml100k: Dataset) -> None:
+    keys = Keys(unique_name)
+    store = UserStateStore(client, keys=keys, cap=10_000)  # no cap: every pair is kept
+    train, _ = temporal_split(ml100k.interactions, 0.8)
+
+    applied, users = seed_interactions(store, ml100k.name, train, batch=7_000)
+
+    assert applied == len(train)
+    assert client.exists(keys.event_log()) == 0
+    assert set(users) == set(train["user_id"])
+    expected = {
+        (str(u), str(m)): (float(r), float(t))
+        for u, m, r, t in zip(train["user_id"], train["movie_id"], train["rating"],
+                              train["timestamp"], strict=True)
+    }
+    seen: dict[tuple[str, str], tuple[float, float]] = {}
+    pipe = client.pipeline(transaction=False)
+    for user in users:
+        pipe.hgetall(keys.history(user))
+    for user, history in zip(users, pipe.execute(), strict=True):
+        for movie, packed in history.items():
+            state = PairState.unpack(packed)
+            assert state.rating is not None and state.rating_at is not None
+            seen[(user, movie.decode())] = (state.rating, state.rating_at)
+    assert seen == expected
+    revs = {u: read_user(client, keys, u).rev for u in users[:20]}
+    counts = train["user_id"].value_counts()
+    assert all(rev == counts[u] for u, rev in revs.items())
+
+
+def test_seeding_the_same_rows_twice_applies_them_once(
+        client: redis.Redis, unique_name: str, ml100k: Dataset) -> None:
+    store = UserStateStore(client, keys=Keys(unique_name))
+    rows = ml100k.interactions.head(500)
+
+    first, _ = seed_interactions(store, ml100k.name, rows)
+    second, _ = seed_interactions(store, ml100k.name, rows)
+
+    assert (first, second) == (500, 0)
+
+
+def test_seeded_users_get_the_fold_in_vector_of_the_current_model(
+        client: redis.Redis, unique_name: str, ml100k: Dataset,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    model_dir = shared_model_dir(tmp_path_factory.getbasetemp(), ml100k)
+    view = load_view(model_dir)
+    keys = Keys(unique_name)
+    store = UserStateStore(client, keys=keys)
+    rows = ml100k.interactions[ml100k.interactions["user_id"].isin(["1", "2", "3"])]
+
+    result = seed_users(store, ml100k.name, rows, model_dir)
+
+    assert (result.users, result.applied, result.vectors) == (3, len(rows), 3)
+    assert client.exists(keys.event_log()) == 0
+    for user in ("1", "2", "3"):
+        state = read_user(client, keys, user)
+        assert state.vector_version == view.version
+        assert state.vector_rev == state.rev == (rows["user_id"] == user).sum()
+        mine = rows[rows["user_id"] == user]
+        want = expected_vector(view, dict(zip(mine["movie_id"], mine["rating"].astype(float),
+                                              strict=True)))
+        assert state.vector is not None
+        np.testing.assert_allclose(state.vector, want, atol=1e-5, rtol=0)
