@@ -301,3 +301,13 @@ def test_down_and_status_without_a_stack(tmp_path: Path) -> None:
     assert runner.invoke(app, ["down", "--run-dir", str(tmp_path)]).exit_code == 0
     status = runner.invoke(app, ["status", "--run-dir", str(tmp_path)])
     assert status.exit_code == 1 and "no stack" in status.output
+
+
+def test_external_without_addresses_names_the_variables(tmp_path: Path, data_dir: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["up", "--external", "--api-port", str(free_port()), "--data-dir", str(data_dir),
+              "--run-dir", str(tmp_path / "run")],
+        env={"RECSYS_KAFKA_BOOTSTRAP": "", "RECSYS_REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert result.exit_code == 1
+    assert "--external needs RECSYS_KAFKA_BOOTSTRAP" in " ".join(result.output.split())
+    assert not (tmp_path / "run").exists()
