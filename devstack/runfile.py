@@ -103,6 +103,12 @@ class RunDir:
         if pid is not None and pid != os.getpid():
             raise DevStackError(f"a stack is already running in {self.root} (supervisor pid "
                                 f"{pid}); stop it with `recsys down --run-dir {self.root}`")
+        left = [f"{r.get('name')} (pid {r['pid']})" for r in (self.read() or {}).get("roles", [])
+                if isinstance(r.get("pid"), int) and same_process(r["pid"], r.get("start_ticks"))]
+        if left and pid is None:
+            raise DevStackError(f"processes of an earlier stack in {self.root} are still "
+                                f"running: {', '.join(left)}; stop them with "
+                                f"`recsys down --run-dir {self.root}`")
         if self.root.exists():
             if not self.root.is_dir():
                 raise DevStackError(f"run directory {self.root} is a file")

@@ -296,6 +296,29 @@ def test_a_running_stack_is_not_started_twice(tmp_path: Path, data_dir: Path) ->
     assert "already running" in result.output and "recsys down" in result.output
 
 
+def test_leftovers_of_a_dead_supervisor_are_found_and_stopped_by_down(
+        tmp_path: Path, data_dir: Path) -> None:
+    from devstack.runfile import RunDir, start_ticks
+
+    orphan = subprocess.Popen(["sleep", "60"], start_new_session=True)  # a role left behind
+    try:
+        RunDir.at(tmp_path).write({"state": "ready", "supervisor": {"pid": 2 ** 22 + 1},
+                                   "roles": [{"name": "api", "pid": orphan.pid,
+                                              "start_ticks": start_ticks(orphan.pid)}]})
+        refused = CliRunner().invoke(app, ["demo", "--api-port", str(free_port()),
+                                           "--data-dir", str(data_dir), "--run-dir",
+                                           str(tmp_path)])
+        assert refused.exit_code == 1
+        assert "still running: api" in " ".join(refused.output.split())
+        down = CliRunner().invoke(app, ["down", "--run-dir", str(tmp_path)])
+        assert down.exit_code == 0 and "api" in down.output
+        assert orphan.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        if orphan.poll() is None:
+            orphan.kill()
+            orphan.wait()
+
+
 def test_down_and_status_without_a_stack(tmp_path: Path) -> None:
     runner = CliRunner()
     assert runner.invoke(app, ["down", "--run-dir", str(tmp_path)]).exit_code == 0
