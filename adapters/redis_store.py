@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ import numpy.typing as npt
 import redis
 
 from recsys_core.keys import Keys
-from recsys_core.userstate import PairState, decode_vector, encode_vector
+from recsys_core.userstate import PairState, PairTable, decode_vector, encode_vector
 
 APPLY_LUA = """
 -- One user's events of a batch, in order.
@@ -120,12 +121,16 @@ class Interaction:
 
 @dataclass
 class UserSnapshot:
-    pairs: dict[str, PairState]
+    table: PairTable  # the history hash, parsed at once
     rev: int
     vector: npt.NDArray[np.float32] | None
     vector_version: int | None
     vector_rev: int | None
     affinity: dict[str, float]
+
+    @cached_property
+    def pairs(self) -> dict[str, PairState]:
+        return self.table.pairs()
 
 
 class UserStateStore:
@@ -187,8 +192,7 @@ class UserStateStore:
         ``rev`` always describes exactly the pairs read with it."""
         pipe = self.r.pipeline(transaction=True)
         for uid in user_ids:
-            pipe.hgetall(self.keys.history(uid))
-            pipe.hgetall(self.keys.meta(uid))
+            self.read_commands(pipe, uid)
         raw = pipe.execute()
         return [snapshot(raw[2 * j], raw[2 * j + 1], factors) for j in range(len(user_ids))]
 
@@ -227,7 +231,7 @@ def snapshot(hist: dict[bytes, bytes], meta: dict[bytes, bytes], factors: int) -
     """A user's state from the replies to HGETALL history and HGETALL meta."""
     vec = meta.get(b"vector")
     return UserSnapshot(
-        pairs={m.decode(): PairState.unpack(v) for m, v in hist.items()},
+        table=PairTable.from_packed(hist),
         rev=int(meta.get(b"rev", b"0")),
         vector=decode_vector(vec, factors) if vec is not None else None,
         vector_version=_int(meta.get(b"vector_version")),

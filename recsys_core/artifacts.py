@@ -74,6 +74,9 @@ class ModelBundle:
     manifest: dict[str, Any] = field(default_factory=dict)
     #: optional arrays such as ``attr_*`` used for explanations
     extra: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
+    #: dense copies of item-to-item models small and full enough to score faster dense
+    _dense: dict[str, F32 | None] = field(default_factory=dict, init=False, repr=False,
+                                          compare=False)
 
     @property
     def n_items(self) -> int:
@@ -92,6 +95,23 @@ class ModelBundle:
         if name == "session":
             return self.session_indptr, self.session_indices, self.session_scores
         raise KeyError(name)
+
+    def dense(self, name: str, max_cells: int = 40_000_000,
+              min_fill: float = 0.05) -> F32 | None:
+        """The ``neighbor`` or ``session`` model as a dense (n, n) matrix when it has at most
+        ``max_cells`` cells and at least ``min_fill`` of them set (gathering a few dense
+        rows beats walking long sparse ones); None otherwise. Built once per bundle."""
+        if name not in self._dense:
+            indptr, indices, scores = self.csr(name)
+            n = self.n_items
+            nnz = int(indptr[-1]) if n else 0
+            out: F32 | None = None
+            if 0 < n * n <= max_cells and nnz >= min_fill * n * n:
+                out = np.zeros((n, n), dtype=np.float32)
+                rows = np.repeat(np.arange(n), np.diff(indptr))
+                out[rows, indices] = scores
+            self._dense[name] = out
+        return self._dense[name]
 
     def arrays(self) -> dict[str, npt.NDArray[Any]]:
         out: dict[str, npt.NDArray[Any]] = {

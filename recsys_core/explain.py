@@ -16,6 +16,7 @@ import numpy.typing as npt
 from recsys_core.artifacts import ModelBundle
 from recsys_core.history import UserHistory
 from recsys_core.scoring import BlendWeights
+from recsys_core.sparse import row_positions
 
 F64 = npt.NDArray[np.float64]
 
@@ -37,21 +38,39 @@ def attributes_of(bundle: ModelBundle, idx: int) -> set[str]:
     return {str(v) for v in values[int(ptr[idx]) : int(ptr[idx + 1])]}
 
 
-def _best_neighbor_source(
-    bundle: ModelBundle, model: str, sources: npt.NDArray[np.int64], weights: F64, target: int
-) -> int | None:
+def _best_neighbor_sources(
+    bundle: ModelBundle, model: str, sources: npt.NDArray[np.int64], weights: F64,
+    targets: list[int],
+) -> dict[int, int]:
+    """For each target, the source whose weighted neighbour score for it is largest (targets
+    no positively weighted source points to are left out). One pass over the sources' rows."""
+    keep = weights > 0
+    if not keep.any() or not targets:
+        return {}
+    rows, w = sources[keep], weights[keep]
+    dense = bundle.dense(model)
+    if dense is not None:
+        tcols = np.asarray(targets, dtype=np.int64)
+        vals = dense[np.ix_(rows, tcols)].astype(np.float64) * w[:, None]
+        best_rows = np.argmax(vals, axis=0)  # first (earliest source) among ties
+        return {int(t): int(rows[b]) for t, b, v in
+                zip(tcols, best_rows, vals[best_rows, np.arange(tcols.size)], strict=True)
+                if v > 0}
     indptr, indices, scores = bundle.csr(model)
-    best, best_val = None, 0.0
-    for j, w in zip(sources.tolist(), weights.tolist(), strict=True):
-        if w <= 0:
-            continue
-        s, e = int(indptr[j]), int(indptr[j + 1])
-        hit = np.flatnonzero(indices[s:e] == target)
-        if hit.size:
-            val = float(scores[s + hit[0]]) * w
-            if val > best_val:
-                best, best_val = j, val
-    return best
+    flat, lengths = row_positions(indptr, rows)
+    cols = indices[flat]
+    hit = np.isin(cols, np.asarray(targets, dtype=cols.dtype))
+    if not hit.any():
+        return {}
+    src = np.repeat(rows, lengths)[hit]
+    val = scores[flat][hit].astype(np.float64) * np.repeat(w, lengths)[hit]
+    tgt = cols[hit]
+    order = np.lexsort((-val, tgt))  # by target, best value first
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = tgt[order][1:] != tgt[order][:-1]
+    best = order[first]
+    return {int(t): int(j) for t, j, v in zip(tgt[best], src[best], val[best], strict=True)
+            if v > 0}
 
 
 def _closest(vectors: npt.NDArray[np.floating], sources: npt.NDArray[np.int64], target: int,
@@ -88,14 +107,21 @@ def explain(
         history) else history.item_idx
     if liked.size == 0:
         liked = history.item_idx
-    for t in items.tolist():
-        best = max(names, key=lambda n: parts[n][t]) if names else "popularity"
+    targets = items.tolist()
+    winners = {t: max(names, key=lambda n: parts[n][t]) if names else "popularity"
+               for t in targets}
+    sources: dict[str, dict[int, int]] = {}
+    for model, comp in (("neighbor", "item"), ("session", "session")):
+        wanted = [t for t in targets if winners[t] == comp]
+        if wanted and len(history):
+            w = (np.ones(len(history)) if comp == "item"
+                 else history.recency_weights(weights.session_decay, weights.session_length))
+            sources[comp] = _best_neighbor_sources(bundle, model, history.item_idx, w, wanted)
+    for t in targets:
+        best = winners[t]
         reason = "popular now"
         if best in ("item", "session") and len(history):
-            w = (np.ones(len(history)) if best == "item"
-                 else history.recency_weights(weights.session_decay, weights.session_length))
-            src = _best_neighbor_source(
-                bundle, "neighbor" if best == "item" else "session", history.item_idx, w, t)
+            src = sources.get(best, {}).get(t)
             if src is not None:
                 reason = f"because you watched {bundle.titles[src]}"
         elif best == "cf" and len(history):

@@ -68,6 +68,10 @@ def neighbor_scores(
         return np.zeros(n)
     rows = item_idx[mask]
     w = weights[mask]
+    dense = bundle.dense(model)
+    if dense is not None:
+        out_dense: F64 = (w @ dense[rows]).astype(np.float64)
+        return out_dense
     ptr, indices, scores = bundle.csr(model)
     flat, lengths = row_positions(ptr, rows)
     if flat.size == 0:

@@ -68,29 +68,62 @@ class PairState:
         return rule.combine(self.rating, self.completion)
 
 
+@dataclass(frozen=True)
+class PairTable:
+    """Many packed pair states parsed at once: ``values[:, 0..3]`` are rating_at, rating,
+    completion, last_at (NaN where absent; last_at 0.0), one row per movie id."""
+
+    movie_ids: list[str]
+    values: npt.NDArray[np.float64]
+
+    @classmethod
+    def from_packed(cls, packed: Mapping[str, str | bytes] | Mapping[bytes, bytes]
+                    ) -> PairTable:
+        ids = [m.decode() if isinstance(m, bytes) else m for m in packed]
+        if not ids:
+            return cls([], np.zeros((0, 4)))
+        raw = [v if isinstance(v, bytes) else v.encode() for v in packed.values()]
+        fields = np.array(b"|".join(raw).split(b"|"), dtype=np.bytes_)
+        if fields.size != 4 * len(ids):
+            bad = next(v for v in raw if v.count(b"|") != 3)
+            raise ValueError(f"not a packed pair state: {bad!r}")
+        fields[fields == b""] = b"nan"
+        values = fields.astype(np.float64).reshape(len(ids), 4)
+        values[np.isnan(values[:, 3]), 3] = 0.0
+        return cls(ids, values)
+
+    @classmethod
+    def from_pairs(cls, pairs: Mapping[str, PairState]) -> PairTable:
+        return cls.from_packed({m: p.pack() for m, p in pairs.items()})
+
+    def pairs(self) -> dict[str, PairState]:
+        def g(x: float) -> float | None:
+            return None if np.isnan(x) else float(x)
+
+        return {m: PairState(g(r[0]), g(r[1]), g(r[2]), float(r[3]))
+                for m, r in zip(self.movie_ids, self.values.tolist(), strict=True)}
+
+    def __len__(self) -> int:
+        return len(self.movie_ids)
+
+
 def history_from_pairs(
-    pairs: Mapping[str, PairState], bundle: ModelBundle, rule: ConfidenceRule
+    pairs: Mapping[str, PairState] | PairTable, bundle: ModelBundle, rule: ConfidenceRule
 ) -> tuple[UserHistory, int]:
     """The scorer's history over movies the model knows, and how many pairs it skipped."""
-    idx, ts, ratings, completions = [], [], [], []
-    unknown = 0
+    table = pairs if isinstance(pairs, PairTable) else PairTable.from_pairs(pairs)
     get = bundle.movies.get
-    for movie_id, state in pairs.items():
-        i = get(movie_id)
-        if i is None:
-            unknown += 1
-            continue
-        idx.append(i)
-        ts.append(state.last_at)
-        ratings.append(np.nan if state.rating is None else state.rating)
-        completions.append(np.nan if state.completion is None else state.completion)
-    r = np.asarray(ratings, dtype=np.float64)
-    c = np.asarray(completions, dtype=np.float64)
+    idx = [get(m) for m in table.movie_ids]
+    known = np.fromiter((i is not None for i in idx), dtype=bool, count=len(idx))
+    rows = table.values[known]
+    item_idx = np.asarray([i for i in idx if i is not None], dtype=np.int64)
+    r, c = rows[:, 1], rows[:, 2]
     strength = np.maximum(
         np.nan_to_num(rule.rating_strength(r), nan=0.0),
         rule.completion_strength(np.nan_to_num(c, nan=0.0)),
     )
-    return UserHistory.build(idx, rule.confidence(strength), ts, r), unknown
+    unknown = int((~known).sum())
+    return UserHistory.build(item_idx, rule.confidence(strength), rows[:, 3], r), unknown
 
 
 def encode_vector(vector: npt.NDArray[np.floating]) -> bytes:

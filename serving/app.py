@@ -124,6 +124,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                 await poller
             await hub.stop()
             await asyncio.to_thread(sender.close)
+            await state.close()
 
     app = FastAPI(
         title="recsys-stream",
@@ -170,10 +171,10 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             raise ApiError(403, "wrong_api_key", "the X-API-Key header does not match")
 
     # a default, not Annotated: the annotation string could not see this local variable
-    def write_key(key: str | None = Depends(key_header)) -> None:  # noqa: B008
+    async def write_key(key: str | None = Depends(key_header)) -> None:  # noqa: B008
         check_key(key)
 
-    def read_key(key: str | None = Depends(key_header)) -> None:  # noqa: B008
+    async def read_key(key: str | None = Depends(key_header)) -> None:  # noqa: B008
         if settings.api_read_key_required:
             check_key(key)
 
@@ -184,7 +185,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
     @app.get("/v1/users/{user_id}/recommendations", response_model=schemas.Recommendations,
              tags=["recommendations"], dependencies=reads, responses=ERRORS)
-    def recommendations(
+    async def recommendations(
         user_id: UserId,
         background: BackgroundTasks,
         k: Annotated[int, Query(ge=1, le=100, description="How many movies")] = 10,
@@ -201,34 +202,44 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         """The user's top-k: ALS factors, item-to-item, the session signal, content and
         popularity blended with the trainer's weights; a reason per movie. A user with no
         history gets popular movies and ``fallback_reason: cold_start``."""
-        body, after = service.recommendations(user_id, k, genre or [], year_min, year_max,
-                                              exclude_seen, exclude or [])
-        background.add_task(after)
+        model = service.model()
+        snap = await service.snapshot_async(model, user_id)
+        body, after = service.recommendations(model, snap, user_id, k, genre or [], year_min,
+                                              year_max, exclude_seen, exclude or [])
+        if after is not None:
+            background.add_task(after)
         return body
 
     @app.get("/v1/users/{user_id}/because-you-watched", tags=["recommendations"],
              dependencies=reads, responses=ERRORS)
-    def because_you_watched(
+    async def because_you_watched(
         user_id: UserId, k: Annotated[int, Query(ge=1, le=50)] = 10,
     ) -> dict[str, Any]:
         """Movies like the user's most recent well-liked one, not yet seen."""
-        return service.because_you_watched(user_id, k)
+        model = service.model()
+        snap = await service.snapshot_async(model, user_id)
+        return service.because_you_watched(model, snap, user_id, k)
 
     @app.get("/v1/users/{user_id}/predicted-rating/{movie_id}",
              response_model=schemas.PredictedRating, tags=["recommendations"],
              dependencies=reads, responses=ERRORS)
-    def predicted_rating(user_id: UserId, movie_id: MovieId) -> dict[str, Any]:
+    async def predicted_rating(user_id: UserId, movie_id: MovieId) -> dict[str, Any]:
         """Stars the user would give (biased matrix factorisation, folded in from the user's
         ratings); a user without ratings gets the movie's baseline."""
-        return service.predicted_rating(user_id, movie_id)
+        model = service.model()
+        service.movie_index(model, movie_id)
+        snap = await service.snapshot_async(model, user_id)
+        return service.predicted_rating(model, snap, user_id, movie_id)
 
     @app.get("/v1/users/{user_id}", response_model=schemas.UserProfile,
              tags=["recommendations"], dependencies=reads, responses=ERRORS)
-    def user_profile(user_id: UserId,
-                     limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict[str, Any]:
+    async def user_profile(user_id: UserId,
+                           limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict[str, Any]:
         """What the stream knows of a user: history (newest first) and affinities; 404 for
         a user with no events."""
-        return service.profile(user_id, limit)
+        model = service.holder.model
+        snap = await service.snapshot_async(model, user_id)
+        return service.profile(model, snap, user_id, limit)
 
     @app.get("/v1/users/{user_id}/updates", tags=["recommendations"], dependencies=reads,
              response_class=StreamingResponse,

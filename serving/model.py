@@ -117,7 +117,8 @@ class ServingModel:
                 out.setdefault(kind, []).append(name)
         return {k: out[k] for k in PEOPLE_KINDS if k in out}
 
-    def movie(self, idx: int) -> dict[str, Any]:
+    def brief(self, idx: int) -> dict[str, Any]:
+        """Id, title, year and genres: what a list of movies shows."""
         b = self.bundle
         year = int(b.years[idx])
         return {
@@ -125,9 +126,11 @@ class ServingModel:
             "title": str(b.titles[idx]),
             "year": year or None,
             "genres": [g for g in str(b.genres[idx]).split("|") if g],
-            "people": self.people(idx),
-            "popularity": round(float(b.popularity[idx]), 6),
         }
+
+    def movie(self, idx: int) -> dict[str, Any]:
+        return {**self.brief(idx), "people": self.people(idx),
+                "popularity": round(float(self.bundle.popularity[idx]), 6)}
 
     def allowed(
         self, genres: list[str], year_min: int | None, year_max: int | None

@@ -78,14 +78,26 @@ class Service:
                            f"version {model.version}")
         return idx
 
-    def user_view(self, model: ServingModel, user_id: str) -> UserView:
+    def snapshot(self, model: ServingModel | None, user_id: str) -> UserSnapshot | None:
+        """The user's state from Redis, or None while Redis is unreachable."""
+        try:
+            return self.state.user(user_id, model.factors if model else 0)
+        except StateUnavailable:
+            return None
+
+    async def snapshot_async(self, model: ServingModel | None,
+                             user_id: str) -> UserSnapshot | None:
+        try:
+            return await self.state.user_async(user_id, model.factors if model else 0)
+        except StateUnavailable:
+            return None
+
+    def user_view(self, model: ServingModel, snap: UserSnapshot | None) -> UserView:
         """The user's history and a vector valid for this model version: the stored one when
         it is current, else folded in now (a vector of another version is never scored)."""
-        try:
-            snap = self.state.user(user_id, model.factors)
-        except StateUnavailable:
+        if snap is None:
             return UserView(UserHistory.empty(), None, None, "user_state_unavailable")
-        history, _ = history_from_pairs(snap.pairs, model.bundle, model.rule)
+        history, _ = history_from_pairs(snap.table, model.bundle, model.rule)
         if len(history) == 0:
             return UserView(history, snap, None, "cold_start")
         if (snap.vector is not None and snap.vector_version == model.version
@@ -102,10 +114,11 @@ class Service:
                                     model.affinity.profile(view.history))
 
     def recommendations(
-        self, user_id: str, k: int, genres: list[str], year_min: int | None,
-        year_max: int | None, exclude_seen: bool, exclude: list[str],
-    ) -> tuple[dict[str, Any], Callable[[], None]]:
-        model = self.model()
+        self, model: ServingModel, snap: UserSnapshot | None, user_id: str, k: int,
+        genres: list[str], year_min: int | None, year_max: int | None, exclude_seen: bool,
+        exclude: list[str],
+    ) -> tuple[dict[str, Any], Callable[[], None] | None]:
+        """The response body, and work for after the response (store a refolded vector)."""
         if year_min is not None and year_max is not None and year_min > year_max:
             raise ApiError(422, "invalid_filter", "year_min is after year_max")
         try:
@@ -113,7 +126,7 @@ class Service:
         except KeyError as exc:
             raise ApiError(422, "unknown_genre", f"no genre {exc.args[0]!r}; known: "
                            f"{', '.join(model.genre_names)}") from None
-        view = self.user_view(model, user_id)
+        view = self.user_view(model, snap)
         timings: dict[str, float] = {}
         extra = [i for i in (model.bundle.movies.get(m) for m in exclude) if i is not None]
         idx, scores, parts = recommend(model.bundle, view.history, model.weights, k=k,
@@ -132,13 +145,13 @@ class Service:
                       for i, s, r in zip(idx, scores, reasons, strict=True)],
             "fallback_reason": view.fallback_reason,
         }
+        if not view.refolded:
+            return body, None
         return body, lambda: self.store_refolded(model, user_id, view)
 
     @staticmethod
     def _item(model: ServingModel, idx: int, score: float, reason: str) -> dict[str, Any]:
-        m = model.movie(idx)
-        return {"movie_id": m["movie_id"], "title": m["title"], "score": round(score, 4),
-                "reason": reason, "year": m["year"], "genres": m["genres"]}
+        return {**model.brief(idx), "score": round(score, 4), "reason": reason}
 
     def movie(self, movie_id: str) -> dict[str, Any]:
         model = self.model()
@@ -186,15 +199,13 @@ class Service:
         model = self.model()
         items = []
         for idx, match in model.titles.search(query, limit):
-            m = model.movie(idx)
-            items.append({"movie_id": m["movie_id"], "title": m["title"], "year": m["year"],
-                          "genres": m["genres"], "match": round(match, 3)})
+            items.append({**model.brief(idx), "match": round(match, 3)})
         return {"query": query, "items": items}
 
-    def because_you_watched(self, user_id: str, k: int) -> dict[str, Any]:
+    def because_you_watched(self, model: ServingModel, snap: UserSnapshot | None,
+                            user_id: str, k: int) -> dict[str, Any]:
         """Movies like the user's most recent well-liked one (the web page's row)."""
-        model = self.model()
-        view = self.user_view(model, user_id)
+        view = self.user_view(model, snap)
         h = view.history
         if len(h) == 0:
             return {"user_id": user_id, "source": None, "items": [],
@@ -209,11 +220,11 @@ class Service:
         return {"user_id": user_id, "source": model.movie(source), "items": items,
                 "fallback_reason": view.fallback_reason}
 
-    def predicted_rating(self, user_id: str, movie_id: str) -> dict[str, Any]:
-        model = self.model()
+    def predicted_rating(self, model: ServingModel, snap: UserSnapshot | None, user_id: str,
+                         movie_id: str) -> dict[str, Any]:
         b = model.bundle
         t = self.movie_index(model, movie_id)
-        view = self.user_view(model, user_id)
+        view = self.user_view(model, snap)
         h = view.history
         rated = np.isfinite(h.ratings)
         pred = predict_rating(b.rating_item_factors, b.rating_item_bias, model.rating_mean,
@@ -229,13 +240,11 @@ class Service:
                 "model_version": model.version,
                 "fallback_reason": reason if reason != "stale_vector" else None}
 
-    def profile(self, user_id: str, limit: int = 100) -> dict[str, Any]:
-        model = self.holder.model
-        try:
-            snap = self.state.user(user_id, model.factors if model else 0)
-        except StateUnavailable as exc:
-            raise ApiError(503, "user_state_unavailable", f"Redis is unreachable: {exc}",
-                           {"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+    def profile(self, model: ServingModel | None, snap: UserSnapshot | None, user_id: str,
+                limit: int = 100) -> dict[str, Any]:
+        if snap is None:
+            raise ApiError(503, "user_state_unavailable", "Redis is unreachable",
+                           {"Retry-After": str(RETRY_AFTER_SECONDS)})
         if not snap.pairs and snap.rev == 0:
             raise ApiError(404, "unknown_user", f"no events for user {user_id!r} yet")
         pairs = sorted(snap.pairs.items(), key=lambda kv: -kv[1].last_at)[:limit]

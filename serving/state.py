@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import redis
+import redis.asyncio as aioredis
 
-from adapters.redis_store import UserSnapshot, UserStateStore
+from adapters.redis_store import UserSnapshot, UserStateStore, snapshot
 from recsys_core.keys import Keys
 from serving import metrics
 
@@ -34,6 +35,11 @@ class StateReader:
                                       socket_connect_timeout=timeout, retry_on_timeout=False,
                                       health_check_interval=0)
         self.store = UserStateStore(client, keys, cap=cap)
+        #: the request path reads with asyncio: the event loop scores other requests while
+        #: one waits on Redis
+        self.aclient = aioredis.Redis.from_url(url, socket_timeout=timeout,
+                                               socket_connect_timeout=timeout,
+                                               retry_on_timeout=False)
         self.keys = keys
         self.open_seconds = open_seconds
         self._down_until = 0.0
@@ -43,17 +49,38 @@ class StateReader:
     def client(self) -> redis.Redis:
         return self.store.r
 
-    def _call(self, fn: Any, *args: Any) -> Any:
+    def _check_open(self) -> None:
         if time.monotonic() < self._down_until:
             raise StateUnavailable("Redis was unreachable moments ago")
+
+    def _failed(self, exc: BaseException) -> StateUnavailable:
+        with self._lock:
+            self._down_until = time.monotonic() + self.open_seconds
+        metrics.DEPENDENCY_ERRORS.labels("redis").inc()
+        log.warning("Redis unavailable: %s", exc)
+        return StateUnavailable(str(exc) or type(exc).__name__)
+
+    def _call(self, fn: Any, *args: Any) -> Any:
+        self._check_open()
         try:
             return fn(*args)
         except REDIS_ERRORS as exc:
-            with self._lock:
-                self._down_until = time.monotonic() + self.open_seconds
-            metrics.DEPENDENCY_ERRORS.labels("redis").inc()
-            log.warning("Redis unavailable: %s", exc)
-            raise StateUnavailable(str(exc)) from exc
+            raise self._failed(exc) from exc
+
+    async def user_async(self, user_id: str, factors: int) -> UserSnapshot:
+        """:meth:`user` on the asyncio client (one MULTI round trip)."""
+        self._check_open()
+        try:
+            pipe = self.aclient.pipeline(transaction=True)
+            self.store.read_commands(pipe, user_id)
+            hist, meta = await pipe.execute()
+        except (*REDIS_ERRORS, TimeoutError) as exc:
+            raise self._failed(exc) from exc
+        return snapshot(hist, meta, factors)
+
+    async def close(self) -> None:
+        await self.aclient.aclose()
+        self.client.close()
 
     def user(self, user_id: str, factors: int) -> UserSnapshot:
         snapshots: list[UserSnapshot] = self._call(self.store.read, [user_id], factors)

@@ -139,7 +139,7 @@ class StreamProcessor:
         for uid, snap in zip(user_ids, snapshots, strict=True):
             if snap.vector_rev == snap.rev and snap.vector_version == model.version:
                 continue
-            history, _ = history_from_pairs(snap.pairs, model.bundle, model.rule)
+            history, _ = history_from_pairs(snap.table, model.bundle, model.rule)
             vec = fold_in_user(model.bundle.item_factors, model.bundle.yty, history.item_idx,
                                history.confidence, model.regularization)
             updates.append((uid, vec, model.version, snap.rev, model.affinity.profile(history)))

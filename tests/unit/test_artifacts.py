@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import shutil
@@ -149,7 +150,7 @@ def test_saving_into_an_existing_directory_refuses(bundle: ModelBundle, tmp_path
 
 
 def test_saving_an_invalid_bundle_writes_nothing(bundle: ModelBundle, tmp_path: Path) -> None:
-    broken = ModelBundle(**{**bundle.__dict__, "popularity": bundle.popularity[:-1]})
+    broken = dataclasses.replace(bundle, popularity=bundle.popularity[:-1])
     with pytest.raises(ArtifactError, match="popularity has 1681 rows, expected 1682"):
         save_bundle(broken, tmp_path / "v1")
     assert list(tmp_path.iterdir()) == []

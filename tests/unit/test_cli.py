@@ -18,7 +18,7 @@ def published(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     model_dir = tmp_path_factory.mktemp("models")
     for extra in ([], ["--no-fit-weights"]):
         result = runner.invoke(app, ["train", "--data-dir", str(data_dir), "--model-dir",
-                                     str(model_dir), *extra])
+                                     str(model_dir), "--no-event-log", *extra])
         assert result.exit_code == 0, result.output
     return model_dir
 

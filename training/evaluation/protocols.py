@@ -12,6 +12,7 @@ import scipy.sparse as sp
 from sklearn.model_selection import KFold
 
 from recsys_core import metrics
+from recsys_core.artifacts import ModelBundle
 from recsys_core.dataset import Dataset
 from recsys_core.history import UserHistory
 from recsys_core.scoring import COMPONENTS, blend, component_scores, top_k
@@ -148,9 +149,11 @@ def protocol_stream(
     fraction: float = 0.8,
     progress: Progress | None = None,
     limit: int | None = None,
+    on_model: Callable[[ModelBundle], None] | None = None,
 ) -> dict[str, Any]:
     """Protocol C, offline: train on the oldest ``fraction``, replay the rest in time order;
-    before each event ask for the user's top-10 (seen excluded) and score a hit."""
+    before each event ask for the user's top-10 (seen excluded) and score a hit.
+    ``on_model`` receives the trained bundle (the live benchmark serves the same one)."""
     params = params or TrainParams()
     train, replay = temporal_split(dataset.interactions, fraction)
     if limit:
@@ -162,6 +165,8 @@ def protocol_stream(
         progress("C: training on the oldest events")
     models = train_models(dataset, params, weights, interactions=train)
     bundle = models.bundle
+    if on_model is not None:
+        on_model(bundle)
     data = models.data
     rule = params.rule
     frozen: dict[str, tuple[UserHistory, np.ndarray]] = {}

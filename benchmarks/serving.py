@@ -1,0 +1,394 @@
+"""Serving benchmark: the API (``python -m serving``, one uvicorn process) on the dev broker
+and Redis, driven by :mod:`benchmarks.loadgen` from another process over loopback.
+
+Parts (all by default; pick with ``--parts``):
+- ``latency``: ml-100k model, every user's state seeded in Redis; requests/s and latency of
+  ``GET /v1/users/{u}/recommendations?k=10`` next to the trivial ``GET /healthz`` served the
+  same way in the same run (the ratio is the headline figure);
+- ``large``: the same on a synthetic 100,000-movie model, with the API's resident memory;
+- ``freshness``: a rating produced to Kafka (one stream worker) → the first API answer
+  that reflects it (the rated movie leaves the user's top-10), p50/p99;
+- ``protocol-c``: protocol C through the live system: the newest 20 % of ml-100k replayed
+  through Kafka, and before each event the API's top-10 for that user is asked; HR@10 and
+  MRR@10 next to the offline simulation's on the same split.
+
+``python -m benchmarks.serving [--parts latency,large,freshness,protocol-c]
+[--concurrency 16] [--seconds 10] [--protocol-c-events N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from kafka import KafkaProducer
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+from adapters.kafka import ensure_topics
+from adapters.redis_store import UserStateStore
+from adapters.settings import CommonSettings
+from benchmarks.harness import DATA_DIR, ROOT, publish_model, stack_env, wait_for, worker
+from devstack import DevStack, free_port
+from recsys_core.artifacts import ModelBundle
+from recsys_core.loaders import load_dataset
+from recsys_core.vocab import Vocabulary
+from streams.processor import ModelView, Record, StreamProcessor
+from training.registry import ModelRegistry
+
+console = Console()
+
+
+# ------------------------------------------------------------------ processes
+
+
+@contextmanager
+def api_process(env: dict[str, str], log: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    port = free_port()
+    full = {**os.environ, **env, "RECSYS_API_PORT": str(port), "RECSYS_LOG_LEVEL": "warning"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "serving"], env=full, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _status(f"{base}/readyz") == 200 or proc.poll() is not None, 120)
+        if proc.poll() is not None:
+            raise RuntimeError(f"the API exited; see {log}")
+        yield proc, base
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def loadgen(urls: list[str], concurrency: int, seconds: float, scratch: Path) -> dict[str, Any]:
+    url_file = scratch / "urls.txt"
+    url_file.write_text("\n".join(urls[1:]))
+    out = subprocess.run([sys.executable, "-m", "benchmarks.loadgen", urls[0],
+                          "--urls-file", str(url_file), "--concurrency", str(concurrency),
+                          "--seconds", str(seconds)], capture_output=True, text=True,
+                         cwd=ROOT, check=True)
+    return dict(json.loads(out.stdout))
+
+
+# ------------------------------------------------------------------ state
+
+
+def seed(settings: CommonSettings, bundle: ModelBundle, events: list[dict[str, Any]],
+         label: str) -> None:
+    """Apply events to Redis as a stream worker would (histories and vectors)."""
+    store = UserStateStore.from_url(settings.redis_url, keys=settings.keys)
+    view = ModelView(bundle)
+    processor = StreamProcessor(store, lambda: view)
+    step = 2000
+    for start in track(range(0, len(events), step), description=label, console=console):
+        chunk = events[start : start + step]
+        processor.process("rating", [Record(json.dumps(e).encode(), "seed", 0, start + n)
+                                     for n, e in enumerate(chunk)])
+
+
+def iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(ts)))
+
+
+def dataset_events(dataset: str, start: int = 0, stop: int | None = None
+                   ) -> list[dict[str, Any]]:
+    ds = load_dataset(dataset, DATA_DIR)
+    inter = ds.interactions.sort_values("timestamp", kind="stable").iloc[start:stop]
+    return [{"event_id": f"{ds.name}:{r.user_id}:{r.movie_id}:{int(r.timestamp)}",
+             "user_id": str(r.user_id), "movie_id": str(r.movie_id),
+             "rating": float(r.rating), "occurred_at": iso(r.timestamp)}
+            for r in inter.itertuples(index=False)]
+
+
+def synthetic_bundle(n_items: int, factors: int = 64, content_dim: int = 64,
+                     neighbors: int = 50, seed: int = 0) -> ModelBundle:
+    """A model shaped like a trained one over ``n_items`` movies with power-law popularity."""
+    rng = np.random.default_rng(seed)
+    pop = (1.0 / np.arange(1, n_items + 1) ** 0.9).astype(np.float32)
+    pop /= pop.max()
+    f = (rng.standard_normal((n_items, factors)) * 0.1).astype(np.float32)
+    content = rng.standard_normal((n_items, content_dim)).astype(np.float32)
+    content /= np.linalg.norm(content, axis=1, keepdims=True)
+    # neighbours drawn by popularity, as co-occurrence would
+    p = pop / pop.sum()
+    idx = rng.choice(n_items, size=(n_items, neighbors), p=p).astype(np.int32)
+    scores = rng.random((n_items, neighbors)).astype(np.float32)
+    indptr = np.arange(0, n_items * neighbors + 1, neighbors, dtype=np.int64)
+    genres = np.array(["Drama", "Comedy", "Action|Thriller", "Romance|Comedy", "Sci-Fi"])
+    return ModelBundle(
+        version=1,
+        movies=Vocabulary([str(i) for i in range(1, n_items + 1)]),
+        titles=np.array([f"Synthetic Movie {i} ({1950 + i % 70})"
+                         for i in range(1, n_items + 1)]),
+        years=(1950 + np.arange(1, n_items + 1) % 70).astype(np.int32),
+        genres=genres[np.arange(n_items) % len(genres)],
+        item_factors=f,
+        yty=(f.T.astype(np.float64) @ f),
+        popularity=pop,
+        content_vectors=content,
+        neighbor_indptr=indptr, neighbor_indices=idx.ravel(), neighbor_scores=scores.ravel(),
+        session_indptr=indptr.copy(), session_indices=idx.ravel().copy(),
+        session_scores=scores.ravel().copy(),
+        rating_item_bias=np.zeros(n_items, np.float32),
+        rating_item_factors=(f[:, :32] * 0.5).copy(),
+        manifest={"params": {"als_regularization": 0.1, "rating_global_mean": 3.5},
+                  "blend_weights": {"cf": 1.0, "item": 1.0, "session": 1.0, "content": 0.1,
+                                    "popularity": 0.1}},
+    )
+
+
+# ------------------------------------------------------------------ parts
+
+
+def latency_part(base: str, users: list[str], concurrency: int, seconds: float,
+                 scratch: Path) -> dict[str, Any]:
+    trivial = loadgen([f"{base}/healthz"], concurrency, seconds, scratch)
+    recs = loadgen([f"{base}/v1/users/{u}/recommendations?k=10" for u in users],
+                   concurrency, seconds, scratch)
+    single = loadgen([f"{base}/v1/users/{u}/recommendations?k=10" for u in users],
+                     1, seconds / 2, scratch)
+    return {"trivial": trivial, "recommendations": recs, "recommendations_c1": single,
+            "throughput_ratio": recs["rps"] / trivial["rps"]}
+
+
+def freshness_part(settings: CommonSettings, base: str, samples: int) -> dict[str, Any]:
+    """Produce a rating of the user's current top-1; time until it leaves the top-10."""
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=0, acks=1)
+    lat = []
+    for n in track(range(samples), description="freshness", console=console):
+        user = f"fresh-{n}-{os.getpid()}"
+        top = get_json(f"{base}/v1/users/{user}/recommendations?k=10")["items"][0]["movie_id"]
+        value = json.dumps({"event_id": f"{user}-1", "user_id": user, "movie_id": top,
+                            "rating": 5, "occurred_at": iso(time.time())}).encode()
+        t = time.perf_counter()
+        producer.send(settings.topic("rating"), key=user.encode(), value=value)
+        producer.flush()
+        deadline = t + 10
+        while time.perf_counter() < deadline:
+            items = get_json(f"{base}/v1/users/{user}/recommendations?k=10")["items"]
+            if top not in {it["movie_id"] for it in items}:
+                lat.append(time.perf_counter() - t)
+                break
+            time.sleep(0.002)
+    producer.close()
+    a = np.asarray(lat) * 1000
+    return {"samples": len(lat), "of": samples, "p50_ms": float(np.percentile(a, 50)),
+            "p99_ms": float(np.percentile(a, 99)), "max_ms": float(a.max())}
+
+
+def protocol_c_part(settings: CommonSettings, base: str, events: list[dict[str, Any]],
+                    limit: int | None, known: set[str]) -> dict[str, Any]:
+    """Before each replayed event, the API's top-10 for its user; the event is then
+    produced and, before that user is asked again, applied (as the offline simulation
+    updates the state after each event)."""
+    client = UserStateStore.from_url(settings.redis_url, keys=settings.keys).r
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=0, acks=1)
+    sent: dict[str, int] = {}
+    base_rev: dict[str, int] = {}
+    hits, rr, asked = 0, 0.0, 0
+    todo = events[:limit] if limit else events
+    for e in track(todo, description="protocol C (live)", console=console):
+        user = e["user_id"]
+        if user not in base_rev:
+            raw = client.hget(settings.keys.meta(user), "rev")
+            base_rev[user] = int(raw) if raw else 0
+        want = base_rev[user] + sent.get(user, 0)
+        if sent.get(user):
+            wait_for(lambda u=user, w=want: int(  # type: ignore[misc]
+                client.hget(settings.keys.meta(u), "vector_rev") or -1) >= w, 30, 0.001)
+        items = get_json(f"{base}/v1/users/{user}/recommendations?k=10")["items"]
+        ranked = [it["movie_id"] for it in items]
+        asked += e["movie_id"] in known
+        if e["movie_id"] in ranked:
+            hits += 1
+            rr += 1.0 / (ranked.index(e["movie_id"]) + 1)
+        producer.send(settings.topic("rating"), key=user.encode(),
+                      value=json.dumps(e).encode())
+        producer.flush()
+        sent[user] = sent.get(user, 0) + 1
+    producer.close()
+    return {"events": asked, "hr@10": hits / asked, "mrr@10": rr / asked}
+
+
+def offline_protocol_c(model_dir: Path, limit: int | None) -> dict[str, Any]:
+    """The offline simulation; the model it trains (blend weights fitted on the newest
+    training events) is published for the live run, so both score the same model."""
+    from training.evaluation.protocols import protocol_stream
+
+    ds = load_dataset("ml-100k", DATA_DIR)
+    registry = ModelRegistry(model_dir)
+    result = protocol_stream(ds, limit=limit, on_model=registry.publish,
+                             progress=lambda msg: console.print(msg))
+    return {"events": result["replay_events"], **result["models"]["live_hybrid"]}
+
+
+# ------------------------------------------------------------------ main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--parts", default="latency,large,freshness,protocol-c")
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--freshness-samples", type=int, default=200)
+    ap.add_argument("--protocol-c-events", type=int, default=None,
+                    help="replay only the first N events of the newest 20 %% (all: unset)")
+    ap.add_argument("--large-items", type=int, default=100_000)
+    args = ap.parse_args()
+    parts = set(args.parts.split(","))
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp, DevStack() as stack:
+        scratch = Path(tmp)
+        n_events = len(load_dataset("ml-100k", DATA_DIR).interactions)
+        split = int(round(0.8 * n_events))
+        if parts & {"latency", "freshness", "protocol-c"}:
+            model_dir = scratch / "models"
+            if "protocol-c" in parts:
+                console.print("protocol C offline (trains the model served below) ...")
+                results["protocol_c_offline"] = offline_protocol_c(model_dir,
+                                                                   args.protocol_c_events)
+            else:
+                console.print("training on the oldest 80 % of ml-100k ...")
+                publish_model(model_dir, fraction=0.8)
+            env = stack_env(stack, model_dir, scratch, RECSYS_KEY_PREFIX="bench",
+                            RECSYS_TOPIC_PREFIX="bench.")
+            settings = CommonSettings(kafka_bootstrap=stack.kafka_bootstrap,
+                                      redis_url=stack.redis_url, key_prefix="bench",
+                                      topic_prefix="bench.")
+            ensure_topics(settings, 4)
+            bundle = ModelRegistry(model_dir).load()
+            seed(settings, bundle, dataset_events("ml-100k", 0, split), "seeding ml-100k users")
+            users = sorted({e["user_id"] for e in dataset_events("ml-100k", 0, split)})
+            with api_process(env, scratch / "api.log") as (proc, base):
+                if "latency" in parts:
+                    console.print("latency: ml-100k ...")
+                    results["latency"] = latency_part(base, users, args.concurrency,
+                                                      args.seconds, scratch)
+                    results["latency"]["api_rss_mb"] = rss_mb(proc.pid)
+                if parts & {"freshness", "protocol-c"}:
+                    with worker({**env, "RECSYS_STREAM_APP_ID": "bench-serving"},
+                                scratch / "worker.log") as (wproc, wport):
+                        wait_for(lambda: _status(f"http://127.0.0.1:{wport}/metrics") == 200,
+                                 120)
+                        # the first join: wait until an event goes through
+                        freshness_part(settings, base, 1)
+                        if "freshness" in parts:
+                            results["freshness"] = freshness_part(settings, base,
+                                                                  args.freshness_samples)
+                        if "protocol-c" in parts:
+                            results["protocol_c_live"] = protocol_c_part(
+                                settings, base, dataset_events("ml-100k", split),
+                                args.protocol_c_events, set(bundle.movies.ids))
+        if "large" in parts:
+            large_dir = scratch / "large"
+            console.print(f"synthetic {args.large_items:,}-movie model ...")
+            bundle = synthetic_bundle(args.large_items)
+            ModelRegistry(large_dir).publish(bundle)
+            lsettings = CommonSettings(kafka_bootstrap=stack.kafka_bootstrap,
+                                       redis_url=stack.redis_url, key_prefix="large",
+                                       topic_prefix="large.")
+            rng = np.random.default_rng(1)
+            p = bundle.popularity / bundle.popularity.sum()
+            events = []
+            for u in range(2000):
+                for n, m in enumerate(rng.choice(args.large_items, 50, replace=False, p=p)):
+                    events.append({"event_id": f"l{u}-{n}", "user_id": f"l{u}",
+                                   "movie_id": str(m + 1), "rating": float(rng.integers(1, 6)),
+                                   "occurred_at": iso(1.6e9 + u * 1000 + n)})
+            seed(lsettings, bundle, events, "seeding 2,000 synthetic users")
+            env = stack_env(stack, large_dir, scratch, RECSYS_KEY_PREFIX="large",
+                            RECSYS_TOPIC_PREFIX="large.")
+            with api_process(env, scratch / "api-large.log") as (proc, base):
+                idle = rss_mb(proc.pid)
+                results["large"] = latency_part(base, [f"l{u}" for u in range(2000)],
+                                                args.concurrency, args.seconds, scratch)
+                results["large"]["items"] = args.large_items
+                results["large"]["api_rss_mb_idle"] = idle
+                results["large"]["api_rss_mb"] = rss_mb(proc.pid)
+                t = time.perf_counter()
+                for q in ("synthetic movie 4242", "synthtic movie 99", "movie 123"):
+                    get_json(f"{base}/v1/movies/search?q={q.replace(' ', '%20')}")
+                results["large"]["search_ms"] = (time.perf_counter() - t) / 3 * 1000
+    report(results)
+
+
+def report(results: dict[str, Any]) -> None:
+    t = Table(title="serving benchmark")
+    for col in ("part", "figure", "value"):
+        t.add_column(col)
+
+    def lat_rows(name: str, r: dict[str, Any]) -> None:
+        for key in ("trivial", "recommendations", "recommendations_c1"):
+            x = r[key]
+            t.add_row(name, f"{key} (c={x['concurrency']})",
+                      f"{x['rps']:,.0f} req/s, p50 {x['p50_ms']:.2f} ms, "
+                      f"p99 {x['p99_ms']:.2f} ms, statuses {x['statuses']}")
+        t.add_row(name, "throughput ratio (recs / trivial)", f"{r['throughput_ratio']:.2f}")
+        for key in ("api_rss_mb_idle", "api_rss_mb", "search_ms"):
+            if key in r:
+                t.add_row(name, key, f"{r[key]:.1f}")
+
+    if "latency" in results:
+        lat_rows("ml-100k", results["latency"])
+    if "large" in results:
+        lat_rows(f"{results['large']['items']:,} movies", results["large"])
+    if "freshness" in results:
+        f = results["freshness"]
+        t.add_row("freshness", "event → next answer reflects it",
+                  f"p50 {f['p50_ms']:.0f} ms, p99 {f['p99_ms']:.0f} ms, max {f['max_ms']:.0f} "
+                  f"ms ({f['samples']}/{f['of']})")
+    if "protocol_c_live" in results:
+        c = results["protocol_c_live"]
+        t.add_row("protocol C", "live (API + Kafka + worker)",
+                  f"HR@10 {c['hr@10']:.3f}, MRR@10 {c['mrr@10']:.3f} over {c['events']:,}")
+    if "protocol_c_offline" in results:
+        c = results["protocol_c_offline"]
+        t.add_row("protocol C", "offline simulation (same model)",
+                  f"HR@10 {c['hr@10']:.3f}, MRR@10 {c['mrr@10']:.3f} over {c['events']:,}")
+    console.print(t)
+    console.print_json(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
