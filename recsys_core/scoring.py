@@ -141,7 +141,9 @@ def component_scores(
     if weights.content:
         t = clock()
         profile = content_profile(bundle, history)
-        out["content"] = bundle.content_vectors.astype(np.float64) @ profile
+        # float32 product (no per-request copy of the matrix), float64 result
+        out["content"] = (bundle.content_vectors @ profile.astype(np.float32)).astype(
+            np.float64)
         timed("content", t)
     return out
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -79,14 +80,18 @@ class PairTable:
     @classmethod
     def from_packed(cls, packed: Mapping[str, str | bytes] | Mapping[bytes, bytes]
                     ) -> PairTable:
-        ids = [m.decode() if isinstance(m, bytes) else m for m in packed]
-        if not ids:
+        if not packed:
             return cls([], np.zeros((0, 4)))
-        raw = [v if isinstance(v, bytes) else v.encode() for v in packed.values()]
-        fields = np.array(b"|".join(raw).split(b"|"), dtype=np.bytes_)
-        if fields.size != 4 * len(ids):
-            bad = next(v for v in raw if v.count(b"|") != 3)
+        keys: list[Any] = list(packed)
+        vals: list[Any] = list(packed.values())
+        ids: list[str] = ([m.decode() for m in keys] if isinstance(keys[0], bytes)
+                          else [str(m) for m in keys])
+        raw: list[bytes] = (vals if isinstance(vals[0], bytes)  # as Redis returns them
+                            else [str(v).encode() for v in vals])
+        bad = next((v for v in raw if v.count(b"|") != 3), None)
+        if bad is not None:
             raise ValueError(f"not a packed pair state: {bad!r}")
+        fields = np.array(b"|".join(raw).split(b"|"), dtype=np.bytes_)
         fields[fields == b""] = b"nan"
         values = fields.astype(np.float64).reshape(len(ids), 4)
         values[np.isnan(values[:, 3]), 3] = 0.0

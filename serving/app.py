@@ -16,12 +16,13 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import BackgroundTasks, Body, Depends, FastAPI, Path, Query, Request, Response
+from fastapi import Body, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.background import BackgroundTask
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recsys_core.events import MAX_ID_LENGTH
@@ -187,7 +188,6 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
              tags=["recommendations"], dependencies=reads, responses=ERRORS)
     async def recommendations(
         user_id: UserId,
-        background: BackgroundTasks,
         k: Annotated[int, Query(ge=1, le=100, description="How many movies")] = 10,
         genre: Annotated[list[str] | None, Query(
             description="Only these genres (any of; repeat the parameter)",
@@ -198,7 +198,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                                             "already rated or watched")] = True,
         exclude: Annotated[list[str] | None, Query(description="Movie ids to leave out",
                                                    max_length=1000)] = None,
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         """The user's top-k: ALS factors, item-to-item, the session signal, content and
         popularity blended with the trainer's weights; a reason per movie. A user with no
         history gets popular movies and ``fallback_reason: cold_start``."""
@@ -206,9 +206,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         snap = await service.snapshot_async(model, user_id)
         body, after = service.recommendations(model, snap, user_id, k, genre or [], year_min,
                                               year_max, exclude_seen, exclude or [])
-        if after is not None:
-            background.add_task(after)
-        return body
+        # the body is built to the schema already: skip re-validating it (the hot path)
+        return JSONResponse(body, background=BackgroundTask(after) if after else None)
 
     @app.get("/v1/users/{user_id}/because-you-watched", tags=["recommendations"],
              dependencies=reads, responses=ERRORS)
