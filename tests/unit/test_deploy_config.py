@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from fnmatch import fnmatch
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -488,6 +489,27 @@ def test_constraints_pin_every_runtime_dependency() -> None:
         name = canonicalize_name(req.name)
         assert name in pins, f"{req.name} is not pinned: run infra/lock_constraints.py"
         assert req.specifier.contains(pins[name], prereleases=True), f"{req.name}=={pins[name]}"
+
+
+def test_data_files_of_the_packages_are_installed_too() -> None:
+    """The image installs with ``pip install .`` (not editable): a non-Python file inside a
+    package (the API's web pages, say) is in the wheel only if package-data names it."""
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    package_data: dict[str, list[str]] = tool.get("package-data", {})
+    for top in tool["packages"]["find"]["include"]:
+        for path in sorted((ROOT / top.rstrip("*")).rglob("*")):
+            if not path.is_file() or path.suffix in (".py", ".pyc", ".pyi") \
+                    or "__pycache__" in path.parts or path.name == "py.typed":
+                continue
+            package = path.parent
+            while not (package / "__init__.py").exists():
+                package = package.parent
+            name = ".".join(package.relative_to(ROOT).parts)
+            relative = path.relative_to(package).as_posix()
+            patterns = package_data.get(name, []) + package_data.get("*", [])
+            assert any(fnmatch(relative, p) for p in patterns), (
+                f"{path.relative_to(ROOT)} would be missing from the image: add it to "
+                f"[tool.setuptools.package-data] {name} in pyproject.toml")
 
 
 def test_build_context_holds_every_package() -> None:
