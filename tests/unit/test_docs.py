@@ -7,7 +7,9 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings
 
+from serving.settings import ServingSettings
 from streams.settings import StreamSettings
+from training.settings import TrainerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 #: read by the command line directly rather than through a settings class
@@ -15,14 +17,7 @@ CLI_ONLY = {"RECSYS_DATA_DIR"}
 
 
 def settings_classes() -> list[type[BaseSettings]]:
-    classes: list[type[BaseSettings]] = [StreamSettings]
-    try:
-        from training.settings import TrainerSettings
-
-        classes.append(TrainerSettings)
-    except ImportError:
-        pass
-    return classes
+    return [StreamSettings, TrainerSettings, ServingSettings]
 
 
 def env_names() -> set[str]:
