@@ -32,6 +32,9 @@ model_app = typer.Typer(help="List, inspect and roll back published model versio
                         no_args_is_help=True)
 
 Dataset = Annotated[str, typer.Option("--dataset", "-d", help="Dataset name or directory.")]
+BaseDataset = Annotated[str, typer.Option(
+    "--dataset", "-d", envvar="RECSYS_DATASET",
+    help="Base dataset name or directory ($RECSYS_DATASET).")]
 PROTOCOLS = ("topn", "rating", "stream")
 
 
@@ -60,7 +63,7 @@ def _configure_logging(level: str) -> None:
 
 
 def train(
-    dataset: Dataset = "ml-100k",
+    dataset: BaseDataset = "ml-100k",
     data_dir: DataDir = None,
     model_dir: ModelDir = DEFAULT_MODEL_DIR,
     fit_weights: Annotated[bool, typer.Option(
@@ -129,7 +132,7 @@ def train(
 
 
 def trainer(
-    dataset: Dataset = "ml-100k",
+    dataset: BaseDataset = "ml-100k",
     data_dir: DataDir = None,
     model_dir: ModelDir = DEFAULT_MODEL_DIR,
     every_minutes: Annotated[float | None, typer.Option(

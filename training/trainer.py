@@ -32,6 +32,8 @@ from training.settings import TrainerSettings
 from training.train import TrainingRun, run_training
 
 log = logging.getLogger(__name__)
+#: a failed run is retried after this long rather than a whole period later
+FAILED_RETRY_SECONDS = 60.0
 
 LOCK_FILE = ".trainer.lock"
 DAY = 86_400
@@ -243,7 +245,11 @@ class Trainer:
             return None
         except RecsysError as exc:
             RUNS.labels("failed").inc()
-            log.warning("training run failed: %s", exc)
+            # try again in a minute (e.g. the dataset is being fetched), not a period later
+            period = self.settings.train_every_minutes * 60
+            self.last_run = time.time() - max(0.0, period - FAILED_RETRY_SECONDS)
+            log.warning("training run failed (retrying in %.0f s): %s",
+                        min(period, FAILED_RETRY_SECONDS), exc)
             return None
         self.runs += 1
         log.info("run %d done in %.1f s: version %d %s", self.runs, run.seconds["total"],

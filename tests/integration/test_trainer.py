@@ -34,6 +34,7 @@ from training.pipeline import TrainParams
 from training.registry import ModelRegistry
 from training.settings import TrainerSettings
 from training.trainer import (
+    FAILED_RETRY_SECONDS,
     Trainer,
     TrainerBusy,
     apply_window,
@@ -174,6 +175,17 @@ def test_trainer_is_due_after_enough_new_events(tmp_path: Path) -> None:
         {"event_id": str(n), "user_id": "1", "movie_id": "1", "rating": 3.0, "timestamp": n}
         for n in range(4)])
     assert count_log_events(settings.event_log_dir) == 4
+
+
+def test_a_failed_run_is_retried_after_a_minute_not_a_period(tmp_path: Path) -> None:
+    settings = TrainerSettings(model_dir=tmp_path / "models", event_log_dir=tmp_path / "log",
+                               dataset=str(tmp_path / "no-such-dataset"),
+                               train_every_minutes=60)
+    loop = Trainer(settings)
+    started = time.time()
+    assert loop.run_once("test", 0) is None
+    assert loop.due(started + 30, 0) is None
+    assert loop.due(started + FAILED_RETRY_SECONDS + 5, 0) is not None
 
 
 def _log_rows(ml100k: Dataset, start: int, n: int, prefix: str) -> list[dict[str, object]]:
