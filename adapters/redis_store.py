@@ -220,6 +220,20 @@ class UserStateStore:
         pipe.publish(self.keys.user_updates(), json.dumps([u[0] for u in updates]))
         pipe.execute()
 
+    def touch_active(self, user_ids: Sequence[str], at: float) -> None:
+        """Record these users as active at ``at`` (one command)."""
+        if user_ids:
+            self.r.zadd(self.keys.active_users(), dict.fromkeys(user_ids, at))
+
+    def active_users(self, since: float, offset: int, count: int) -> list[str]:
+        """Users active at or after ``since``, most recent first, one page."""
+        raw = self.r.zrange(self.keys.active_users(), "+inf", since, desc=True, byscore=True,
+                            offset=offset, num=count)
+        return [u.decode() for u in raw]
+
+    def forget_inactive(self, before: float) -> int:
+        return int(self.r.zremrangebyscore(self.keys.active_users(), "-inf", f"({before}"))
+
     def upsert_movie(self, movie_id: str, fields: dict[str, str], vector: bytes) -> None:
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(self.keys.catalog_movie(movie_id), mapping={**fields, "vector": vector})

@@ -57,3 +57,12 @@ class Keys:
         """Hash ``topic:partition`` → consumer lag, as the stream workers last measured it
         (``_updated_at``: when); read by the API's admin endpoints and the operator page."""
         return f"{self.prefix}:lag"
+
+    def active_users(self) -> str:
+        """Sorted set user id → time of the user's latest applied event (seconds): the users
+        whose vectors are refolded eagerly after a new model version is published."""
+        return f"{self.prefix}:active"
+
+    def refold_lock(self, version: int) -> str:
+        """Taken by the one worker that refolds the active users for ``version``."""
+        return f"{self.prefix}:refold:{version}"

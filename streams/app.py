@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from typing import Any
 
@@ -55,18 +56,35 @@ class WorkerState:
         pipe.expire(key, 30)
         pipe.execute()
 
-    def poll_model(self) -> None:
-        """Load the published version if it differs from the one in use."""
+    def poll_model(self) -> bool:
+        """Load the published version if it differs from the one in use; True if it did."""
         try:
             current = self.registry.current_version()
             if current is None or (self.view is not None and self.view.version == current):
-                return
+                return False
             self.view = ModelView(self.registry.load(current))
         except RecsysError as exc:
             log.warning("model version not loaded: %s", exc)
-            return
+            return False
         metrics.MODEL_VERSION.set(self.view.version)
         log.info("folding in with model version %d", self.view.version)
+        return True
+
+    def refold_active(self) -> None:
+        """Refold recently active users for the version in use, by one worker of the group
+        (a Redis lock per version); the others go on consuming."""
+        view, hours = self.view, self.settings.stream_refold_window_hours
+        if view is None or hours <= 0:
+            return
+        lock = self.settings.keys.refold_lock(view.version)
+        if not self.store.r.set(lock, socket.gethostname(), nx=True, ex=3600):
+            return
+        started = time.perf_counter()
+        seen, written = self.processor.refold_active(
+            view, hours * 3600, stop=lambda: self.view is not view)
+        metrics.REFOLDED.inc(written)
+        log.info("refolded %d of %d users active in the last %.0f h for version %d in %.1f s",
+                 written, seen, hours, view.version, time.perf_counter() - started)
 
     async def process(self, kind: EventType, records: list[Record]) -> Any:
         delay = 0.1
@@ -154,15 +172,30 @@ def create_app(settings: StreamSettings) -> faust.App:
                         value_serializer="raw")
         app.agent(topic, name=f"recsys-{kind}")(_agent(kind, dlq, state))
 
+    refolds: set[asyncio.Task[None]] = set()
+
+    async def _refold() -> None:
+        try:
+            await asyncio.to_thread(state.refold_active)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            log.warning("active users not refolded (lazily on their next request): %s", exc)
+
+    def refold_in_background() -> None:
+        task = asyncio.create_task(_refold())
+        refolds.add(task)
+        task.add_done_callback(refolds.discard)
+
     @app.task  # type: ignore[misc]
     async def _start() -> None:
         if settings.stream_metrics_port:
             start_http_server(settings.stream_metrics_port, addr="0.0.0.0")
-        state.poll_model()
+        if state.poll_model():  # a version published while no worker ran is refolded too
+            refold_in_background()
 
     @app.timer(settings.stream_model_poll_seconds)  # type: ignore[misc]
     async def _poll_model() -> None:
-        await asyncio.to_thread(state.poll_model)
+        if await asyncio.to_thread(state.poll_model):
+            refold_in_background()
 
     archiver = EventLogArchiver(state.store.r, settings.keys, settings.event_log_dir)
 

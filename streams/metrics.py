@@ -19,3 +19,5 @@ LAG = Gauge("recsys_stream_consumer_lag", "Messages not yet processed, per parti
 MODEL_VERSION = Gauge("recsys_stream_model_version", "Model version the worker folds in with")
 REDIS_ERRORS = Counter("recsys_stream_redis_errors_total",
                        "Batches retried because Redis failed")
+REFOLDED = Counter("recsys_stream_refolded_vectors_total",
+                   "Vectors of active users recomputed after a new model version")

@@ -118,6 +118,8 @@ class StreamProcessor:
             if ok and model is not None and it.movie_id not in model.bundle.movies:
                 result.count("unknown_movie")  # kept in the history, enters the next model
             touched[it.user_id] = rev
+        if touched:
+            self.store.touch_active(list(touched), time.time())
         if model is not None and touched:
             result.vectors_updated = self._refresh_vectors(list(touched), model)
         result.seconds = time.perf_counter() - start
@@ -130,6 +132,24 @@ class StreamProcessor:
         if model is None or not user_ids:
             return 0
         return self._refresh_vectors(list(user_ids), model)
+
+    def refold_active(self, model: ModelView, window_seconds: float, chunk: int = 500,
+                      stop: Callable[[], bool] = lambda: False) -> tuple[int, int]:
+        """After a new model version: recompute the vectors of every user active in the
+        last ``window_seconds`` (most recent first) whose stored vector is from another
+        version, so their next request finds a current vector. Users who were inactive
+        longer are refolded lazily (by the API on their next request, or by their next
+        event). Returns (users looked at, vectors written)."""
+        since = time.time() - window_seconds
+        self.store.forget_inactive(since)
+        seen = written = 0
+        while not stop():
+            users = self.store.active_users(since, seen, chunk)
+            if not users:
+                break
+            seen += len(users)
+            written += self._refresh_vectors(users, model)
+        return seen, written
 
     def _refresh_vectors(self, user_ids: list[str], model: ModelView) -> int:
         """Recompute the vector of every user whose stored one is stale (older state rev or

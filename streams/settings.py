@@ -26,6 +26,9 @@ class StreamSettings(CommonSettings):
     stream_data_dir: Path = Field(Path("runs/stream"), description="Worker scratch directory")
     stream_archive_seconds: float = Field(10.0, gt=0, description="How often the event log "
                                           "is moved from Redis to Parquet")
+    stream_refold_window_hours: float = Field(
+        24.0, ge=0, description="After a new model version, refold at once the vectors of "
+        "users active in the last N hours (0: only lazily)")
     dedupe_ttl_seconds: int = Field(7 * 24 * 3600, ge=60,
                                     description="How long an event_id is remembered")
     log_level: str = Field("info", description="Log level of every role")

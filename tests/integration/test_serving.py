@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from stream_harness import (
     create_topics,
     encode,
+    expected_vector,
     keyed,
     load_view,
     make_stack,
@@ -470,3 +471,56 @@ def test_metrics_count_requests_by_route_and_fallbacks(api: TestClient) -> None:
             'route="/v1/users/{user_id}/recommendations",status="200"}') in text
     assert 'recsys_api_fallbacks_total{reason="cold_start"}' in text
     assert "recsys_api_model_version 1.0" in text
+
+
+def test_after_a_flip_the_worker_refolds_active_users_and_the_api_serves_them(
+    devstack: DevStack, model_dir: Path, tmp_path: Path
+) -> None:
+    """Publish → flip: the worker recomputes the vectors of recently active users at once
+    (no new event needed), equal to the core fold-in under the new factors, and the API
+    serves the new version with them (no refold on the request path)."""
+    root = tmp_path / "models"
+    shutil.copytree(model_dir, root)
+    stack = make_stack(devstack, new_name("flip"), root, tmp_path)
+    settings = ServingSettings(**{k[len("RECSYS_"):].lower(): v for k, v in stack.env.items()
+                                  if k.startswith("RECSYS_")
+                                  and k[len("RECSYS_"):].lower() in ServingSettings.model_fields},
+                               api_model_poll_seconds=0.2)
+    users = [new_name("flip-u") for _ in range(3)]
+    events = {u: [rating_event(f"{u}-{m}", u, m, 4.0 + n % 2, 880_000_000 + n)
+                  for n, m in enumerate(["50", "181", "172", "96"])] for u in users}
+    try:
+        stack.start_worker("flip-worker", tmp_path)
+        with TestClient(create_app(settings)) as c:
+            produce(stack.bootstrap, stack.topic("rating"),
+                    keyed([e for u in users for e in events[u]]))
+
+            def versions() -> list[Any]:
+                return [stack.client.hmget(stack.keys.meta(u), "vector_version", "vector_rev")
+                        for u in users]
+
+            wait_for(lambda: all(v == [b"1", b"4"] for v in versions()), 60,
+                     "the users' version-1 vectors", stack.workers)
+            registry = ModelRegistry(root)
+            bundle = registry.load()
+            bundle.version = 2
+            bundle.item_factors = bundle.item_factors[:, ::-1].copy()
+            bundle.yty = bundle.item_factors.T.astype(np.float64) @ bundle.item_factors
+            registry.publish(bundle)
+            wait_for(lambda: all(v[0] == b"2" for v in versions()), 60,
+                     "the worker to refold the active users for version 2", stack.workers)
+            view2 = load_view(root)
+            for u in users:
+                got = decode_vector(stack.client.hget(stack.keys.meta(u), "vector") or b"",
+                                    view2.factors)
+                want = expected_vector(view2, {e["movie_id"]: e["rating"] for e in events[u]})
+                assert got is not None
+                np.testing.assert_allclose(got, want, atol=1e-5)
+            wait_for(lambda: c.get("/v1/admin/model").json()["served_version"] == 2, 10,
+                     "the API to serve version 2")
+            body = c.get(f"/v1/users/{users[0]}/recommendations").json()
+            assert body["model_version"] == 2 and body["fallback_reason"] is None
+            assert ids(body) == expected_top(c, users[0], 10)
+    finally:
+        stack.stop_all()
+        stack.client.close()

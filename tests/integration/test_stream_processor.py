@@ -8,9 +8,11 @@ the processor over the same events delivered in order, once, into another key pr
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import random
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
@@ -552,3 +554,37 @@ def test_processor_without_model_stores_history_but_no_vector(
     assert result.outcomes == {"applied": 1} and result.vectors_updated == 0
     state = read_user(client, Keys(unique_name), "u")
     assert set(state.history) == {"1"} and state.rev == 1 and state.vector is None
+
+
+# ---------------------------------------------------------------- refold after a new version
+
+
+def other_version(view: ModelView, version: int) -> ModelView:
+    """The same model with permuted factor columns: every fold-in changes."""
+    bundle = dataclasses.replace(view.bundle, version=version,
+                                 item_factors=view.bundle.item_factors[:, ::-1].copy())
+    bundle.yty = bundle.item_factors.T.astype(np.float64) @ bundle.item_factors
+    return ModelView(bundle)
+
+
+def test_refold_recomputes_recently_active_users_only_for_the_new_version(
+    harness: Harness, ml100k: Dataset
+) -> None:
+    recent = {u: ml100k_user_events(ml100k, raw, u) for u, raw in (("a", "1"), ("b", "2"))}
+    old = ml100k_user_events(ml100k, "3", "c")
+    for events in [*recent.values(), old]:
+        harness.apply("rating", [encode(e) for e in events])
+    # c was last active two days ago
+    harness.client.zadd(harness.keys.active_users(), {"c": time.time() - 2 * 86400})
+    v2 = other_version(harness.view, 2)
+    seen, written = harness.processor.refold_active(v2, window_seconds=86400, chunk=1)
+    assert (seen, written) == (2, 2)
+    for user, events in recent.items():
+        state = harness.user(user)
+        assert state.vector_version == 2
+        np.testing.assert_allclose(state.vector, expected_vector(v2, latest_ratings(events)),
+                                   atol=1e-5)
+    assert harness.user("c").vector_version == 1  # left to the lazy path
+    assert harness.client.zscore(harness.keys.active_users(), "c") is None  # forgotten
+    # again: nothing stale any more
+    assert harness.processor.refold_active(v2, window_seconds=86400) == (2, 0)
