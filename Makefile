@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export RECSYS_DATA_DIR ?= $(abspath ../shared/data)
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo bench clean browser
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,25 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-install: $(BIN)/.installed
+install: $(BIN)/.installed browser
+
+# Debian's Chromium for the browser tests (tests/browser), installed with apt-get when it is
+# missing and we are root. Outside CI a browser that cannot be installed never fails the
+# install: the browser tests skip and this says what to do; with CI set it is an error.
+CHROMIUM := /usr/bin/chromium
+browser:
+	@if [ -x "$(CHROMIUM)" ]; then \
+	  echo "browser: $(CHROMIUM) is installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "browser: installing chromium with apt-get"; \
+	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) \
+	    || { echo "browser: apt-get could not install chromium; the browser tests will" \
+	              "skip (run: apt-get install -y chromium)"; [ -z "$$CI" ] || exit 1; }; \
+	else \
+	  echo "browser: $(CHROMIUM) is missing and cannot be installed from here; the" \
+	       "browser tests will skip (fail with CI set). Install: sudo apt-get install -y chromium"; \
+	  [ -z "$$CI" ] || exit 1; \
+	fi
 
 lint: install
 	$(BIN)/ruff check .

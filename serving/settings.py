@@ -23,6 +23,10 @@ class ServingSettings(CommonSettings):
     api_redis_timeout_seconds: float = Field(0.25, gt=0, le=10, description="Redis timeout "
                                              "of a request before it answers from the model "
                                              "alone")
+    api_metrics_targets: str = Field("", description="Comma-separated /metrics URLs of the "
+                                     "other roles (stream workers, trainer) that "
+                                     "/v1/admin/metrics and the /ops page read besides the "
+                                     "API's own, e.g. http://127.0.0.1:9101/metrics")
     log_level: str = Field("info", description="Log level of every role")
 
     @property
