@@ -25,6 +25,7 @@ from adapters.redis_store import UserStateStore
 from recsys_core.errors import RecsysError
 from recsys_core.events import EventType
 from streams import metrics
+from streams.offload import ProcessOffload
 from streams.processor import ModelView, Record, StreamProcessor
 from streams.settings import StreamSettings
 from training.registry import ModelRegistry
@@ -45,6 +46,7 @@ class WorkerState:
         self.registry = ModelRegistry(settings.model_dir)
         self.view: ModelView | None = None
         self.processor = StreamProcessor(self.store, lambda: self.view)
+        self.offload = ProcessOffload(settings) if settings.stream_offload_processing else None
         self.last_offset: dict[tuple[str, int], int] = {}
 
     def report_lag(self, lag: dict[str, int]) -> None:
@@ -90,6 +92,10 @@ class WorkerState:
         delay = 0.1
         while True:
             try:
+                if self.offload is not None:
+                    view = self.view
+                    return await self.offload.process(kind, records,
+                                                      view.version if view else None)
                 # inline: Faust's consumer runs in its own thread and keeps heartbeating, and a
                 # batch takes milliseconds; a thread hop per batch only adds GIL contention
                 return self.processor.process(kind, records)
@@ -191,6 +197,8 @@ def create_app(settings: StreamSettings) -> faust.App:
             start_http_server(settings.stream_metrics_port, addr="0.0.0.0")
         if state.poll_model():  # a version published while no worker ran is refolded too
             refold_in_background()
+        if state.offload is not None:
+            await state.offload.start()
 
     @app.timer(settings.stream_model_poll_seconds)  # type: ignore[misc]
     async def _poll_model() -> None:

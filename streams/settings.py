@@ -29,6 +29,9 @@ class StreamSettings(CommonSettings):
     stream_refold_window_hours: float = Field(
         24.0, ge=0, description="After a new model version, refold at once the vectors of "
         "users active in the last N hours (0: only lazily)")
+    stream_offload_processing: bool = Field(
+        True, description="Process batches in a helper process, so Faust keeps delivering "
+        "events meanwhile (a worker then uses two cores)")
     dedupe_ttl_seconds: int = Field(7 * 24 * 3600, ge=60,
                                     description="How long an event_id is remembered")
     log_level: str = Field("info", description="Log level of every role")

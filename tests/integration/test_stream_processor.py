@@ -588,3 +588,45 @@ def test_refold_recomputes_recently_active_users_only_for_the_new_version(
     assert harness.client.zscore(harness.keys.active_users(), "c") is None  # forgotten
     # again: nothing stale any more
     assert harness.processor.refold_active(v2, window_seconds=86400) == (2, 0)
+
+
+# ---------------------------------------------------------------- the processing helper process
+
+
+def test_offloaded_batches_match_inline_and_survive_a_dead_helper(
+    client: redis.Redis, view: ModelView, redis_server: RedisServer, ml100k: Dataset,
+    unique_name: str, tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    import asyncio
+    import os
+    import signal
+
+    from streams.offload import ProcessOffload, _helper_pid
+    from streams.settings import StreamSettings
+
+    model_dir = shared_model_dir(tmp_path_factory.getbasetemp(), ml100k)
+    settings = StreamSettings(redis_url=redis_server.url, model_dir=model_dir,
+                              key_prefix=f"{unique_name}-off")
+    inline = Harness(client, view, f"{unique_name}-in")
+    events = ml100k_user_events(ml100k, "5", "u5") + ml100k_user_events(ml100k, "6", "u6")
+    records = [Record(encode(e), TOPIC, 0, n) for n, e in enumerate(events)]
+    half = len(records) // 2
+    offload = ProcessOffload(settings)
+
+    async def run() -> list[BatchResult]:
+        await offload.start()
+        first = await offload.process("rating", records[:half], view.version)
+        pid = await asyncio.get_running_loop().run_in_executor(offload.pool, _helper_pid)
+        os.kill(pid, signal.SIGKILL)  # the helper dies between batches
+        second = await offload.process("rating", records[half:], view.version)
+        return [first, second]
+
+    try:
+        results = asyncio.run(run())
+    finally:
+        offload.close()
+    assert sum(r.outcomes.get("applied", 0) for r in results) == len(events)
+    inline.apply("rating", [encode(e) for e in events])
+    offloaded = Harness(client, view, f"{unique_name}-off")
+    for user in ("u5", "u6"):
+        assert_same_user_state(offloaded.user(user), inline.user(user), user)

@@ -238,10 +238,12 @@ def stack(devstack: DevStack, model_dir: Path, tmp_path: Path,
           unique_name: str) -> Iterator[Stack]:
     """Topics, keys and group of this test only; the test starts the workers.
 
-    Five events a batch makes a replay of a few thousand events last seconds, long enough
-    to kill a worker in the middle of it or to share it between two workers.
+    Ten events a batch makes a replay of a few thousand events last seconds, long enough
+    to kill a worker in the middle of it or to share it between two workers. The event log
+    stays in Redis (no archiving) because the tests count its entries.
     """
-    s = make_stack(devstack, unique_name, model_dir, tmp_path, STREAM_BATCH_SIZE="5")
+    s = make_stack(devstack, unique_name, model_dir, tmp_path, STREAM_BATCH_SIZE="10",
+                   STREAM_ARCHIVE_SECONDS="3600")
     try:
         yield s
     finally:
