@@ -220,6 +220,11 @@ class UserStateStore:
         pipe.publish(self.keys.user_updates(), json.dumps([u[0] for u in updates]))
         pipe.execute()
 
+    def served(self, user_ids: Sequence[str]) -> list[set[str]]:
+        """Each user's last served top-10 (empty when none within the hour), one round trip."""
+        raw = self.r.mget([self.keys.served(u) for u in user_ids]) if user_ids else []
+        return [set(v.decode().split(",")) if v else set() for v in raw]
+
     def touch_active(self, user_ids: Sequence[str], at: float) -> None:
         """Record these users as active at ``at`` (one command)."""
         if user_ids:

@@ -66,3 +66,7 @@ class Keys:
     def refold_lock(self, version: int) -> str:
         """Taken by the one worker that refolds the active users for ``version``."""
         return f"{self.prefix}:refold:{version}"
+
+    def served(self, user_id: str) -> str:
+        """The movie ids of the user's last served top-10 (kept an hour), for live HR@10."""
+        return f"{self.prefix}:us:{{{user_id}}}"

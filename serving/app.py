@@ -180,6 +180,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             check_key(key)
 
     reads = [Depends(read_key)]
+    pending: set[asyncio.Task[None]] = set()  # fire-and-forget writes still running
     writes = [Depends(write_key)]
 
     # -- recommendations --------------------------------------------------------------------
@@ -206,6 +207,11 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         snap = await service.snapshot_async(model, user_id)
         body, after = service.recommendations(model, snap, user_id, k, genre or [], year_min,
                                               year_max, exclude_seen, exclude or [])
+        if snap is not None and k >= 10 and not (genre or year_min or year_max):
+            served = [it["movie_id"] for it in body["items"][:10]]
+            remember = asyncio.create_task(state.remember_served(user_id, served))
+            pending.add(remember)
+            remember.add_done_callback(pending.discard)
         # the body is built to the schema already: skip re-validating it (the hot path)
         return JSONResponse(body, background=BackgroundTask(after) if after else None)
 

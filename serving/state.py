@@ -78,6 +78,16 @@ class StateReader:
             raise self._failed(exc) from exc
         return snapshot(hist, meta, factors)
 
+    async def remember_served(self, user_id: str, movie_ids: list[str]) -> None:
+        """Keep the top-10 just served for an hour: the stream counts a later event for one
+        of them as a live hit (live HR@10). Best effort: failures are ignored."""
+        if not movie_ids or time.monotonic() < self._down_until:
+            return
+        try:
+            await self.aclient.set(self.keys.served(user_id), ",".join(movie_ids), ex=3600)
+        except (*REDIS_ERRORS, TimeoutError):
+            pass
+
     async def close(self) -> None:
         await self.aclient.aclose()
         self.client.close()

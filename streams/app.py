@@ -251,7 +251,12 @@ def _agent(kind: EventType, dlq: faust.TopicT, state: WorkerState) -> Any:
                 await dlq.send(key=letter.key, value=letter.value)
                 metrics.DEAD_LETTERS.labels(kind, letter.reason).inc()
             for outcome, n in result.outcomes.items():
-                metrics.EVENTS.labels(kind, outcome).inc(n)
+                if outcome == "served_event":
+                    metrics.SERVED_EVENTS.labels(kind).inc(n)
+                elif outcome == "served_hit":
+                    metrics.SERVED_HITS.labels(kind).inc(n)
+                else:
+                    metrics.EVENTS.labels(kind, outcome).inc(n)
             metrics.VECTORS.inc(result.vectors_updated)
             metrics.BATCH_SECONDS.labels(kind).observe(result.seconds)
             metrics.BATCH_EVENTS.labels(kind).observe(len(records))

@@ -21,3 +21,8 @@ REDIS_ERRORS = Counter("recsys_stream_redis_errors_total",
                        "Batches retried because Redis failed")
 REFOLDED = Counter("recsys_stream_refolded_vectors_total",
                    "Vectors of active users recomputed after a new model version")
+SERVED_EVENTS = Counter("recsys_stream_served_events_total", "Applied events of users the API "
+                        "served a top-10 to in the last hour (live HR@10 denominator)",
+                        ["type"])
+SERVED_HITS = Counter("recsys_stream_served_hits_total", "... of which the movie was in that "
+                      "top-10 (live HR@10 numerator)", ["type"])

@@ -120,10 +120,25 @@ class StreamProcessor:
             touched[it.user_id] = rev
         if touched:
             self.store.touch_active(list(touched), time.time())
+            self._count_served_hits(interactions, applied, result)
         if model is not None and touched:
             result.vectors_updated = self._refresh_vectors(list(touched), model)
         result.seconds = time.perf_counter() - start
         return result
+
+    def _count_served_hits(self, interactions: Sequence[Interaction],
+                           applied: Sequence[tuple[bool, int]], result: BatchResult) -> None:
+        """Live HR@10: of the applied events of users the API served a top-10 to in the
+        last hour, how many were for a movie in that list (``served_hit`` of
+        ``served_event``)."""
+        users = sorted({it.user_id for it, (ok, _) in zip(interactions, applied, strict=True)
+                        if ok})
+        lists = dict(zip(users, self.store.served(users), strict=True))
+        for it, (ok, _) in zip(interactions, applied, strict=True):
+            if ok and lists.get(it.user_id):
+                result.count("served_event")
+                if it.movie_id in lists[it.user_id]:
+                    result.count("served_hit")
 
     def refresh_vectors(self, user_ids: Sequence[str]) -> int:
         """Recompute these users' stale vectors with the current model (0 without one), e.g.

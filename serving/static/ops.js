@@ -186,8 +186,16 @@ function onScrape(body) {
     (l) => `fallback ${l.reason}`);
   if (prev) plot("pers", t, new Map([...vectors, ...fallbacks]), fmtRate);
 
-  // live HR@10, when some role reports it
+  // live HR@10: events for a movie in the user's last served top-10, of all events of
+  // users served one in the last hour (counted by the stream workers)
+  const sumOf = (name) => [...cur.values()].filter((s) => s.name === name)
+    .reduce((a, s) => a + s.value, 0);
+  const servedEvents = sumOf("recsys_stream_served_events_total");
   const hr = [...cur.values()].filter((s) => LIVE_HR.test(s.name));
+  if (servedEvents > 0) {
+    hr.push({ name: "recsys_live_hr_at_10", labels: {},
+      value: sumOf("recsys_stream_served_hits_total") / servedEvents });
+  }
   $("hr-panel").hidden = hr.length === 0;
   if (hr.length) {
     plot("hr", t, new Map(hr.map((s) => [s.name.replace(/^recsys_/, ""), s.value])),

@@ -122,6 +122,10 @@ def test_recommendations_equal_the_core_scorer_on_the_users_redis_state(
     assert ids(body) == expected_top(api, user, 10)
     seen = {e["movie_id"] for e in history}
     assert not seen & set(ids(body))
+    # remembered for live HR@10, as the stream will compare the user's next events with it
+    settings: ServingSettings = api.app.state.settings  # type: ignore[attr-defined]
+    store = UserStateStore.from_url(settings.redis_url, keys=settings.keys)
+    wait_for(lambda: store.served([user])[0] == set(ids(body)), 5, "the served list")
     assert all(it["reason"] and it["title"] for it in body["items"])
     # the stored vector is the stream's fold-in: the same one the API would compute
     assert any(it["reason"].startswith(("because you watched", "people who liked",

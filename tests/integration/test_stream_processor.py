@@ -630,3 +630,18 @@ def test_offloaded_batches_match_inline_and_survive_a_dead_helper(
     offloaded = Harness(client, view, f"{unique_name}-off")
     for user in ("u5", "u6"):
         assert_same_user_state(offloaded.user(user), inline.user(user), user)
+
+
+def test_events_for_a_movie_in_the_last_served_top_10_count_as_live_hits(
+    harness: Harness,
+) -> None:
+    harness.client.set(harness.keys.served("s1"), "50,181,172", ex=60)
+    result = harness.apply("rating", [
+        encode(rating_event("s1-a", "s1", "181", 5.0, T0)),      # served: a hit
+        encode(rating_event("s1-b", "s1", "1", 3.0, T0 + 1)),    # served a list, a miss
+        encode(rating_event("s1-a", "s1", "181", 5.0, T0)),      # duplicate: not counted
+        encode(rating_event("s2-a", "s2", "50", 4.0, T0 + 2)),   # never served: not counted
+    ])
+    assert result.outcomes.get("served_event") == 2
+    assert result.outcomes.get("served_hit") == 1
+    assert result.outcomes.get("applied") == 3
