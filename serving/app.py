@@ -109,6 +109,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             await asyncio.sleep(settings.api_model_poll_seconds)
             try:
                 await asyncio.to_thread(holder.refresh)
+                await asyncio.to_thread(service.refresh_new_movies)
             except Exception:  # noqa: BLE001 - a bad version must not stop the polling
                 log.exception("model refresh failed")
 

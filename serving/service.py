@@ -5,6 +5,7 @@ with a status, a machine-readable code and a sentence."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -21,13 +22,15 @@ from recsys_core.events import Event, EventType, parse_event
 from recsys_core.explain import content_reason, explain
 from recsys_core.history import UserHistory
 from recsys_core.rating import predict_rating
-from recsys_core.scoring import recommend, top_k, user_vector
+from recsys_core.scoring import content_profile, recommend, top_k, user_vector
 from recsys_core.userstate import history_from_pairs
 from serving import metrics
+from serving.catalog import MIN_CONTENT_Z, SLOTS_PER_TEN, NewMovies, load_new_movies
 from serving.model import ModelHolder, ServingModel
 from serving.producer import BrokerUnavailable, EventSender
-from serving.state import StateReader, StateUnavailable
+from serving.state import REDIS_ERRORS, StateReader, StateUnavailable
 
+log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 5
 
 
@@ -62,6 +65,18 @@ class Service:
         self.state = state
         self.sender = sender
         self.max_batch = max_batch
+        self.new_movies = NewMovies()
+
+    def refresh_new_movies(self) -> None:
+        """Pick up catalog-only movies (and re-vectorise them for a new model version)."""
+        model = self.holder.model
+        if model is None:
+            return
+        try:
+            self.new_movies = load_new_movies(self.state.client, self.state.keys, model,
+                                              self.new_movies)
+        except REDIS_ERRORS as exc:
+            log.info("catalog movies not refreshed: %s", exc)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -136,18 +151,62 @@ class Service:
         for name, seconds in timings.items():
             metrics.BLEND_SECONDS.labels(name).observe(seconds)
         reasons = explain(model.bundle, view.history, model.weights, parts, idx)
+        items = [self._item(model, int(i), float(s), r)
+                 for i, s, r in zip(idx, scores, reasons, strict=True)]
+        picks = self._new_movie_picks(model, view, k, genres, year_min, year_max, exclude)
+        if picks:
+            items = items[: max(0, k - len(picks))] + picks
         if view.fallback_reason:
             metrics.FALLBACKS.labels(view.fallback_reason).inc()
         body = {
             "user_id": user_id,
             "model_version": model.version,
-            "items": [self._item(model, int(i), float(s), r)
-                      for i, s, r in zip(idx, scores, reasons, strict=True)],
+            "items": items,
             "fallback_reason": view.fallback_reason,
         }
         if not view.refolded:
             return body, None
         return body, lambda: self.store_refolded(model, user_id, view)
+
+    def _new_movie_picks(
+        self, model: ServingModel, view: UserView, k: int, genres: list[str],
+        year_min: int | None, year_max: int | None, exclude: list[str],
+    ) -> list[dict[str, Any]]:
+        """Catalog-only movies whose content matches the user's profile strongly (content
+        z-score ≥ MIN_CONTENT_Z over the model's catalogue), at most one slot in ten."""
+        new = self.new_movies
+        slots = max(1, k * SLOTS_PER_TEN // 10) if k >= 3 else 0
+        if (not len(new) or new.version != model.version or not slots
+                or len(view.history) == 0 or not model.weights.content):
+            return []
+        b = model.bundle
+        profile = content_profile(b, view.history).astype(np.float32)
+        raw = b.content_vectors @ profile
+        std = float(raw.std())
+        if std == 0.0:
+            return []
+        z = (new.vectors @ profile - float(raw.mean())) / std
+        seen = set(view.snapshot.table.movie_ids) if view.snapshot is not None else set()
+        wanted = {g.lower() for g in genres}
+        picks = []
+        for n in np.argsort(-z, kind="stable").tolist():
+            if z[n] < MIN_CONTENT_Z or len(picks) == slots:
+                break
+            movie_id, year = new.movie_ids[n], int(new.years[n])
+            if movie_id in seen or movie_id in exclude:
+                continue
+            if wanted and not wanted & {g.lower() for g in new.genres[n]}:
+                continue
+            if (year_min is not None and year < year_min) or (
+                    year_max is not None and not 0 < year <= year_max):
+                continue
+            src = int(view.history.item_idx[int(np.argmax(
+                b.content_vectors[view.history.item_idx] @ new.vectors[n]))])
+            picks.append({"movie_id": movie_id, "title": new.titles[n], "year": year or None,
+                          "genres": new.genres[n],
+                          "score": round(float(model.weights.content * z[n]), 4),
+                          "reason": f"new in the catalogue, like {b.titles[src]}"})
+        return picks
 
     @staticmethod
     def _item(model: ServingModel, idx: int, score: float, reason: str) -> dict[str, Any]:

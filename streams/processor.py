@@ -189,6 +189,7 @@ class StreamProcessor:
             "year": "" if event.year is None else str(event.year),
             "genres": "|".join(event.genres),
             "people": json.dumps(event.people),
+            "tags": json.dumps(event.tags),
             "occurred_at": event.occurred_at.isoformat(),
             "vector_version": "" if model is None else str(model.version),
         }

@@ -528,3 +528,37 @@ def test_after_a_flip_the_worker_refolds_active_users_and_the_api_serves_them(
     finally:
         stack.stop_all()
         stack.client.close()
+
+
+def test_a_catalog_movie_is_recommended_by_content_before_any_retraining(
+    api: TestClient,
+) -> None:
+    settings: ServingSettings = api.app.state.settings  # type: ignore[attr-defined]
+    model = api.app.state.service.holder.require()  # type: ignore[attr-defined]
+    star_wars = model.movie(model.bundle.movies.index("50"))
+    new_id = new_name("sequel")
+    catalog = {"event_id": f"{new_id}-c", "movie_id": new_id, "title": "Star Wars: A Sequel",
+               "year": 1980, "genres": star_wars["genres"], "people": star_wars["people"],
+               "occurred_at": "2026-11-24T10:00:00Z"}
+    store = UserStateStore.from_url(settings.redis_url, keys=settings.keys)
+    StreamProcessor(store, lambda: load_view(settings.model_dir)).process(
+        "catalog", [Record(encode(catalog), "catalog", 0, 0)])
+    user = new_name("fan")
+    seed(api, [rating_event(f"{user}-{m}", user, m, 5.0, 880_000_000 + n)
+               for n, m in enumerate(["50", "172", "181"])])
+    wait_for(lambda: new_id in api.app.state.service.new_movies.movie_ids,  # type: ignore
+             10, "the API to pick up the catalog movie")
+    body = api.get(f"/v1/users/{user}/recommendations", params={"k": 10}).json()
+    new = [it for it in body["items"] if it["movie_id"] == new_id]
+    assert len(new) == 1, body
+    assert new[0]["reason"].startswith("new in the catalogue, like ")
+    assert len(body["items"]) == 10 and body["items"][-1]["movie_id"] == new_id
+    # not for a user whose taste is elsewhere, nor when a filter excludes it
+    other = new_name("kid")
+    seed(api, [rating_event(f"{other}-{m}", other, m, 5.0, 880_000_000 + n)
+               for n, m in enumerate(["1", "71", "95", "99"])])  # Toy Story, Lion King, ...
+    assert new_id not in ids(api.get(f"/v1/users/{other}/recommendations").json())
+    assert new_id not in ids(api.get(f"/v1/users/{user}/recommendations",
+                                     params={"genre": "Comedy"}).json())
+    movie = api.get(f"/v1/movies/{new_id}").json()
+    assert movie["in_model"] is False and movie["title"] == "Star Wars: A Sequel"
