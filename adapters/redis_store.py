@@ -121,12 +121,16 @@ class Interaction:
 
 @dataclass
 class UserSnapshot:
-    table: PairTable  # the history hash, parsed at once
+    raw_history: dict[bytes, bytes]  # the history hash as read; parsed on first use
     rev: int
     vector: npt.NDArray[np.float32] | None
     vector_version: int | None
     vector_rev: int | None
     affinity: dict[str, float]
+
+    @cached_property
+    def table(self) -> PairTable:
+        return PairTable.from_packed(self.raw_history)
 
     @cached_property
     def pairs(self) -> dict[str, PairState]:
@@ -250,7 +254,7 @@ def snapshot(hist: dict[bytes, bytes], meta: dict[bytes, bytes], factors: int) -
     """A user's state from the replies to HGETALL history and HGETALL meta."""
     vec = meta.get(b"vector")
     return UserSnapshot(
-        table=PairTable.from_packed(hist),
+        raw_history=hist,
         rev=int(meta.get(b"rev", b"0")),
         vector=decode_vector(vec, factors) if vec is not None else None,
         vector_version=_int(meta.get(b"vector_version")),

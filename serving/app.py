@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recsys_core.events import MAX_ID_LENGTH
 from serving import metrics, schemas
+from serving.cache import ResponseCache
 from serving.model import ModelHolder
 from serving.producer import EventSender
 from serving.service import ApiError, Service
@@ -182,6 +183,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
     reads = [Depends(read_key)]
     pending: set[asyncio.Task[None]] = set()  # fire-and-forget writes still running
+    cache = ResponseCache(settings.api_cache_size)
     writes = [Depends(write_key)]
 
     # -- recommendations --------------------------------------------------------------------
@@ -206,6 +208,14 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         history gets popular movies and ``fallback_reason: cold_start``."""
         model = service.model()
         snap = await service.snapshot_async(model, user_id)
+        key = None
+        if snap is not None and snap.rev > 0:  # the same state, model and question
+            new = service.new_movies
+            key = (user_id, snap.rev, model.version, len(new), tuple(new.movie_ids[-1:]), k,
+                   tuple(genre or ()), year_min, year_max, exclude_seen, tuple(exclude or ()))
+            hit = cache.get(key)
+            if hit is not None:
+                return Response(hit, media_type="application/json")
         body, after = service.recommendations(model, snap, user_id, k, genre or [], year_min,
                                               year_max, exclude_seen, exclude or [])
         if snap is not None and k >= 10 and not (genre or year_min or year_max):
@@ -214,7 +224,10 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             pending.add(remember)
             remember.add_done_callback(pending.discard)
         # the body is built to the schema already: skip re-validating it (the hot path)
-        return JSONResponse(body, background=BackgroundTask(after) if after else None)
+        response = JSONResponse(body, background=BackgroundTask(after) if after else None)
+        if key is not None and body["fallback_reason"] is None:
+            cache.put(key, bytes(response.body))
+        return response
 
     @app.get("/v1/users/{user_id}/because-you-watched", tags=["recommendations"],
              dependencies=reads, responses=ERRORS)

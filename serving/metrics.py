@@ -20,3 +20,5 @@ EVENTS = Counter("recsys_api_events_total", "Events posted to the API, by type a
                  ["type", "outcome"])
 DEPENDENCY_ERRORS = Counter("recsys_api_dependency_errors_total",
                             "Calls to Redis or the broker that failed", ["dependency"])
+CACHE = Counter("recsys_api_cache_total", "Recommendation requests answered from the response "
+                "cache (hit) or computed (miss)", ["result"])

@@ -27,6 +27,9 @@ class ServingSettings(CommonSettings):
                                      "other roles (stream workers, trainer) that "
                                      "/v1/admin/metrics and the /ops page read besides the "
                                      "API's own, e.g. http://127.0.0.1:9101/metrics")
+    api_cache_size: int = Field(10_000, ge=0, le=10_000_000, description="Recommendation "
+                                "responses kept per API process, keyed by user state revision "
+                                "and model version (0: off)")
     log_level: str = Field("info", description="Log level of every role")
 
     @property

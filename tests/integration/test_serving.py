@@ -562,3 +562,25 @@ def test_a_catalog_movie_is_recommended_by_content_before_any_retraining(
                                      params={"genre": "Comedy"}).json())
     movie = api.get(f"/v1/movies/{new_id}").json()
     assert movie["in_model"] is False and movie["title"] == "Star Wars: A Sequel"
+
+
+def test_cached_answers_are_identical_and_a_new_event_invalidates_them(
+    api: TestClient, ml100k: Dataset
+) -> None:
+    user = new_name("c")
+    seed(api, dataset_user(ml100k, "200", user)[:20])
+    metric = 'recsys_api_cache_total{result="hit"}'
+
+    def hits() -> float:
+        line = [x for x in api.get("/metrics").text.splitlines() if x.startswith(metric)]
+        return float(line[0].split()[-1]) if line else 0.0
+
+    first = api.get(f"/v1/users/{user}/recommendations").json()
+    before = hits()
+    again = api.get(f"/v1/users/{user}/recommendations").json()
+    assert again == first and hits() == before + 1
+    top = first["items"][0]["movie_id"]
+    seed(api, [rating_event(f"{user}-new", user, top, 1.0, 890_000_000)])
+    after = api.get(f"/v1/users/{user}/recommendations").json()
+    assert top not in ids(after)  # a new rev: recomputed, the rated movie is seen now
+    assert hits() == before + 1

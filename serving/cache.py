@@ -1,0 +1,39 @@
+"""Recommendation responses kept per API process. A key holds the model version and the
+user's state revision (``rev``, bumped by every applied event), so an entry can never be
+stale: a new event or a new model version simply makes a new key, and old entries age out
+of the LRU. Apps that re-ask for the same user's list get it without rescoring."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable
+
+from serving import metrics
+
+
+class ResponseCache:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[Hashable, bytes] = OrderedDict()
+
+    def get(self, key: Hashable) -> bytes | None:
+        if not self.size:
+            return None
+        body = self._items.get(key)
+        if body is None:
+            metrics.CACHE.labels("miss").inc()
+            return None
+        self._items.move_to_end(key)
+        metrics.CACHE.labels("hit").inc()
+        return body
+
+    def put(self, key: Hashable, body: bytes) -> None:
+        if not self.size:
+            return
+        self._items[key] = body
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
