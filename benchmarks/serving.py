@@ -57,9 +57,11 @@ console = Console()
 
 
 @contextmanager
-def api_process(env: dict[str, str], log: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+def api_process(env: dict[str, str], log: Path, cache: bool = False
+                ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     port = free_port()
-    full = {**os.environ, **env, "RECSYS_API_PORT": str(port), "RECSYS_LOG_LEVEL": "warning"}
+    full = {**os.environ, **env, "RECSYS_API_PORT": str(port), "RECSYS_LOG_LEVEL": "warning",
+            "RECSYS_API_CACHE_SIZE": "10000" if cache else "0"}
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "serving"], env=full, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
@@ -181,14 +183,23 @@ def synthetic_bundle(n_items: int, factors: int = 64, content_dim: int = 64,
 
 
 def latency_part(base: str, users: list[str], concurrency: int, seconds: float,
-                 scratch: Path) -> dict[str, Any]:
+                 scratch: Path, cached_base: str | None = None) -> dict[str, Any]:
+    """The trivial endpoint, then recommendations computed on every request (cache off),
+    then, when ``cached_base`` is given, the same requests on an API with its response
+    cache on (after the first pass over the users every answer is a cache hit)."""
+    urls = [f"/v1/users/{u}/recommendations?k=10" for u in users]
     trivial = loadgen([f"{base}/healthz"], concurrency, seconds, scratch)
-    recs = loadgen([f"{base}/v1/users/{u}/recommendations?k=10" for u in users],
-                   concurrency, seconds, scratch)
-    single = loadgen([f"{base}/v1/users/{u}/recommendations?k=10" for u in users],
-                     1, seconds / 2, scratch)
-    return {"trivial": trivial, "recommendations": recs, "recommendations_c1": single,
-            "throughput_ratio": recs["rps"] / trivial["rps"]}
+    recs = loadgen([base + u for u in urls], concurrency, seconds, scratch)
+    single = loadgen([base + u for u in urls], 1, seconds / 2, scratch)
+    out = {"trivial": trivial, "recommendations": recs, "recommendations_c1": single,
+           "throughput_ratio": recs["rps"] / trivial["rps"]}
+    if cached_base is not None:
+        for u in urls:  # warm: one pass
+            get_json(cached_base + u)
+        cached = loadgen([cached_base + u for u in urls], concurrency, seconds, scratch)
+        out["recommendations_cached"] = cached
+        out["cached_throughput_ratio"] = cached["rps"] / trivial["rps"]
+    return out
 
 
 def freshness_part(settings: CommonSettings, base: str, samples: int) -> dict[str, Any]:
@@ -303,8 +314,9 @@ def main() -> None:
             with api_process(env, scratch / "api.log") as (proc, base):
                 if "latency" in parts:
                     console.print("latency: ml-100k ...")
-                    results["latency"] = latency_part(base, users, args.concurrency,
-                                                      args.seconds, scratch)
+                    with api_process(env, scratch / "api-cached.log", cache=True) as (_, cb):
+                        results["latency"] = latency_part(base, users, args.concurrency,
+                                                          args.seconds, scratch, cb)
                     results["latency"]["api_rss_mb"] = rss_mb(proc.pid)
                 if parts & {"freshness", "protocol-c"}:
                     with worker({**env, "RECSYS_STREAM_APP_ID": "bench-serving"},
@@ -359,12 +371,18 @@ def report(results: dict[str, Any]) -> None:
         t.add_column(col)
 
     def lat_rows(name: str, r: dict[str, Any]) -> None:
-        for key in ("trivial", "recommendations", "recommendations_c1"):
+        for key in ("trivial", "recommendations", "recommendations_c1",
+                    "recommendations_cached"):
+            if key not in r:
+                continue
             x = r[key]
             t.add_row(name, f"{key} (c={x['concurrency']})",
                       f"{x['rps']:,.0f} req/s, p50 {x['p50_ms']:.2f} ms, "
                       f"p99 {x['p99_ms']:.2f} ms, statuses {x['statuses']}")
         t.add_row(name, "throughput ratio (recs / trivial)", f"{r['throughput_ratio']:.2f}")
+        if "cached_throughput_ratio" in r:
+            t.add_row(name, "throughput ratio, cached (recs / trivial)",
+                      f"{r['cached_throughput_ratio']:.2f}")
         for key in ("api_rss_mb_idle", "api_rss_mb", "search_ms"):
             if key in r:
                 t.add_row(name, key, f"{r[key]:.1f}")
