@@ -127,7 +127,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                 await poller
             await hub.stop()
             await asyncio.to_thread(sender.close)
-            await state.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.close(), 2.0)
 
     app = FastAPI(
         title="recsys-stream",

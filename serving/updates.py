@@ -5,7 +5,6 @@ connections of the users it names."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections import defaultdict
@@ -28,10 +27,11 @@ class UpdateHub:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
+        """Cancel the subscription; never waits more than two seconds (closing a pub/sub
+        connection in the middle of a read can hang in the Redis client)."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait({self._task}, timeout=2.0)
 
     async def _run(self) -> None:
         backoff = 0.5
