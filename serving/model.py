@@ -46,30 +46,53 @@ def normalize_title(title: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+def strip_article(text: str) -> str:
+    for article in ("the ", "a ", "an "):
+        if text.startswith(article):
+            return text[len(article):]
+    return text
+
+
 class TitleIndex:
-    """Typo-tolerant title search: exact prefix and word matches first, then rapidfuzz's
-    weighted ratio, popularity breaking ties."""
+    """Typo-tolerant title search over normalised titles without their leading article:
+    prefix matches first, then matches at a word start, then anywhere (one regex pass over
+    all titles joined), then fuzzy matches (rapidfuzz: the query aligned inside titles at
+    least as long, or the whole title alike), popularity breaking ties."""
 
     def __init__(self, titles: npt.NDArray[np.str_], popularity: npt.NDArray[np.floating]):
-        self.norm = [normalize_title(str(t)) for t in titles]
+        self.bare = [strip_article(normalize_title(str(t))) for t in titles]
         self.popularity = np.asarray(popularity, dtype=np.float64)
+        self.joined = "\n".join(self.bare)
+        self.starts = np.cumsum([0] + [len(t) + 1 for t in self.bare[:-1]]).astype(np.int64)
+        self.by_length = sorted(range(len(self.bare)), key=lambda i: len(self.bare[i]))
+        self.lengths = np.asarray([len(self.bare[i]) for i in self.by_length], dtype=np.int64)
+        self.sorted_bare = [self.bare[i] for i in self.by_length]
 
     def search(self, query: str, limit: int = 10) -> list[tuple[int, float]]:
         """``(movie index, score in [0, 1])``, best first."""
-        q = normalize_title(query)
-        if not q:
+        q = strip_article(normalize_title(query))
+        if not q or not self.bare:
             return []
         scores: dict[int, float] = {}
-        for i, t in enumerate(self.norm):
-            if t.startswith(q):
-                scores[i] = 1.0
-            elif f" {q}" in f" {t}":
-                scores[i] = 0.95
+        for m in re.finditer(re.escape(q), self.joined):
+            pos = m.start()
+            i = int(np.searchsorted(self.starts, pos, side="right")) - 1
+            score = (1.0 if pos == self.starts[i]
+                     else 0.95 if self.joined[pos - 1] == " " else 0.9)
+            scores[i] = max(scores.get(i, 0.0), score)
         if len(scores) < limit:
-            cutoff = 60.0 if len(q) > 3 else 80.0
-            for _, score, i in process.extract(q, self.norm, scorer=fuzz.WRatio,
+            cutoff = 75.0 if len(q) > 3 else 90.0
+            first = int(np.searchsorted(self.lengths, len(q)))
+            for _, score, j in process.extract(q, self.sorted_bare[first:],
+                                               scorer=fuzz.partial_ratio, limit=limit * 3,
+                                               score_cutoff=cutoff):
+                i = self.by_length[first + int(j)]
+                scores.setdefault(i, 0.85 * float(score) / 100.0)
+            for _, score, i in process.extract(q, self.bare, scorer=fuzz.QRatio,
                                                limit=limit * 3, score_cutoff=cutoff):
-                scores.setdefault(int(i), 0.9 * float(score) / 100.0)
+                fuzzy = 0.85 * float(score) / 100.0
+                if fuzzy > scores.get(int(i), 0.0):
+                    scores[int(i)] = fuzzy
         ranked = sorted(scores.items(), key=lambda kv: (-kv[1], -self.popularity[kv[0]], kv[0]))
         return ranked[:limit]
 
