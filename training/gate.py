@@ -68,20 +68,29 @@ def holdout_metrics(
         raise EmptyTrainingData(f"holdout fraction {fraction} leaves an empty train or holdout")
     models = train_models(dataset, params, weights, interactions=train)
     bundle, data, rule = models.bundle, models.data, params.rule
-    live: dict[str, HistoryRows] = {}
-    for u, uid in enumerate(data.users.ids):
-        h = data.history(u)
-        live[uid] = list(zip(h.item_idx.tolist(), h.confidence.tolist(), h.timestamps.tolist(),
-                             h.ratings.tolist(), strict=True))
     pop = bundle.popularity.astype(np.float64)
     step = max(1, math.ceil(len(holdout) / max(1, max_events)))
+    user_ids = holdout["user_id"].astype(str).to_numpy()
+    # only the users of scored events need a live history (another user's events change
+    # nothing they are scored on): on 10M events this saves a minute and gigabytes
+    scored_users = set(user_ids[::step].tolist())
+    live: dict[str, HistoryRows] = {}
+    for uid in scored_users:
+        u = data.users.get(uid)
+        if u is not None:
+            h = data.history(u)
+            live[uid] = list(zip(h.item_idx.tolist(), h.confidence.tolist(),
+                                 h.timestamps.tolist(), h.ratings.tolist(), strict=True))
     ranks: list[int] = []
     completions = (holdout["completion"] if "completion" in holdout.columns
                    else pd.Series(np.nan, index=holdout.index)).to_numpy(np.float64)
-    columns = zip(holdout["user_id"].astype(str), holdout["movie_id"].astype(str),
-                  holdout["rating"].to_numpy(np.float64), completions,
-                  holdout["timestamp"].to_numpy(np.float64), strict=True)
-    for n, (uid, mid, rating, completion, ts) in enumerate(columns):
+    rows = np.flatnonzero(pd.Series(user_ids).isin(scored_users).to_numpy())
+    movie_ids = holdout["movie_id"].astype(str).to_numpy()
+    ratings = holdout["rating"].to_numpy(np.float64)
+    times = holdout["timestamp"].to_numpy(np.float64)
+    for n in rows.tolist():
+        uid, mid, rating, completion, ts = (user_ids[n], movie_ids[n], ratings[n],
+                                            completions[n], times[n])
         item = bundle.movies.get(mid)
         if item is None:
             continue

@@ -14,26 +14,54 @@ from recsys_core.history import UserHistory
 from recsys_core.vocab import Vocabulary
 
 
+def _sorted_codes(ids: pd.Series) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.object_]]:
+    """Integer codes of raw ids, numbered in the ids' sorted order (so sorting by code sorts
+    by id), and the ids of each code; a missing id gets -1."""
+    codes, uniques = pd.factorize(ids, sort=True)
+    return codes.astype(np.int64, copy=False), np.asarray(uniques, dtype=object)
+
+
 def aggregate_pairs(interactions: pd.DataFrame, rule: ConfidenceRule) -> pd.DataFrame:
     """One row per (user, movie): latest rating, best completion, last time, confidence.
 
     The result does not depend on the order of the input rows, so duplicated or reordered
-    events give the same state as in-order, once-only delivery.
+    events give the same state as in-order, once-only delivery. Rows come sorted by user id,
+    then movie id. Vectorised over integer codes of the ids (pandas' group-by over string
+    keys takes tens of seconds on 10M rows).
     """
     df = interactions
-    if "completion" not in df.columns:
-        df = df.assign(completion=np.nan)
-    df = df.sort_values(["user_id", "movie_id", "timestamp", "rating"], kind="stable")
-    grouped = df.groupby(["user_id", "movie_id"], sort=False)
-    rated = df[df["rating"].notna()]
-    latest_rating = rated.groupby(["user_id", "movie_id"], sort=False)["rating"].last()
-    out = pd.DataFrame(
-        {
-            "timestamp": grouped["timestamp"].max(),
-            "completion": grouped["completion"].max(),
-        }
-    )
-    out["rating"] = latest_rating.reindex(out.index)
+    user_code, user_ids = _sorted_codes(df["user_id"])
+    movie_code, movie_ids = _sorted_codes(df["movie_id"])
+    ts = df["timestamp"].to_numpy()
+    rating = df["rating"].to_numpy()
+    if rating.dtype.kind != "f":
+        rating = rating.astype(np.float64)
+    completion = (df["completion"].to_numpy(np.float64) if "completion" in df.columns
+                  else np.full(len(df), np.nan))
+    known = (user_code >= 0) & (movie_code >= 0)  # as a group-by drops missing keys
+    if not known.all():
+        user_code, movie_code = user_code[known], movie_code[known]
+        ts, rating, completion = ts[known], rating[known], completion[known]
+    key = user_code * max(1, movie_ids.size) + movie_code
+    # by pair, then time, then rating (NaN last): a pair's latest rating is its last rated row
+    order = np.lexsort((rating, ts, key))
+    key, ts, rating, completion = key[order], ts[order], rating[order], completion[order]
+    edges = np.flatnonzero(np.r_[True, key[1:] != key[:-1], True]) if key.size else np.zeros(1)
+    first, last = edges[:-1].astype(np.int64), edges[1:].astype(np.int64) - 1
+    rated = np.flatnonzero(~np.isnan(rating))
+    group = np.searchsorted(first, rated, side="right") - 1
+    newest = np.r_[group[1:] != group[:-1], True] if group.size else np.zeros(0, bool)
+    latest = np.full(first.size, np.nan, dtype=rating.dtype)
+    latest[group[newest]] = rating[rated[newest]]
+    best = np.fmax.reduceat(completion, first) if first.size else completion[:0]
+    pair_key = key[first]
+    out = pd.DataFrame({
+        "user_id": user_ids[pair_key // max(1, movie_ids.size)],
+        "movie_id": movie_ids[pair_key % max(1, movie_ids.size)],
+        "timestamp": ts[last],
+        "completion": best,
+        "rating": latest,
+    })
     strength = np.maximum(
         np.nan_to_num(rule.rating_strength(out["rating"].to_numpy(np.float64)), nan=0.0),
         np.nan_to_num(
@@ -41,7 +69,7 @@ def aggregate_pairs(interactions: pd.DataFrame, rule: ConfidenceRule) -> pd.Data
         ),
     )
     out["confidence"] = rule.confidence(strength)
-    return out.reset_index()
+    return out
 
 
 @dataclass
@@ -78,10 +106,13 @@ def build_training_data(
     interactions: pd.DataFrame, movies: Vocabulary, rule: ConfidenceRule
 ) -> TrainingData:
     pairs = aggregate_pairs(interactions, rule)
-    pairs = pairs[pairs["movie_id"].isin(set(movies.ids))].reset_index(drop=True)
-    users = Vocabulary(sorted(pairs["user_id"].unique()), kind="user")
-    pairs["user_idx"] = users.indices(pairs["user_id"])
-    pairs["movie_idx"] = movies.indices(pairs["movie_id"])
+    movie_idx = movies.indices(pairs["movie_id"].to_numpy(), on_missing="minus_one")
+    in_catalogue = movie_idx >= 0
+    pairs = pairs[in_catalogue].reset_index(drop=True)
+    user_idx, user_ids = _sorted_codes(pairs["user_id"])
+    users = Vocabulary(user_ids, kind="user")
+    pairs["user_idx"] = user_idx
+    pairs["movie_idx"] = movie_idx[in_catalogue]
     shape = (len(users), len(movies))
     u, i = pairs["user_idx"].to_numpy(), pairs["movie_idx"].to_numpy()
     conf = sp.csr_matrix((pairs["confidence"].to_numpy(np.float32), (u, i)), shape=shape)

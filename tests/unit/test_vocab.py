@@ -129,3 +129,29 @@ def test_equality_and_hash_follow_ids_and_order() -> None:
     assert hash(a) == hash(Vocabulary(["x", "y"]))
     assert a != Vocabulary(["y", "x"])
     assert a != ("x", "y")
+
+
+@pytest.mark.parametrize("on_missing", ["drop", "minus_one"])
+def test_bulk_indices_equal_one_by_one_lookups(on_missing: str) -> None:
+    import pandas as pd
+
+    from recsys_core.vocab import BULK_LOOKUP
+
+    vocab = Vocabulary([str(i) for i in range(500)], kind="user")
+    rng = np.random.default_rng(0)
+    raw = [str(i) for i in rng.integers(0, 600, BULK_LOOKUP + 7)] + [7, None]
+    one_by_one = [vocab.get(r) for r in raw]  # type: ignore[arg-type]
+    expected = [i for i in one_by_one if i is not None] if on_missing == "drop" else [
+        -1 if i is None else i for i in one_by_one]
+    for given in (raw, np.asarray(raw, dtype=object), pd.Series(raw)):
+        got = vocab.indices(given, on_missing=on_missing)  # type: ignore[arg-type]
+        assert got.dtype == np.int64
+        assert got.tolist() == expected
+
+
+def test_bulk_indices_raise_on_the_first_unknown_id() -> None:
+    from recsys_core.vocab import BULK_LOOKUP
+
+    vocab = Vocabulary(["a", "b"], kind="user")
+    with pytest.raises(UnknownUser, match="zz"):
+        vocab.indices(["a"] * BULK_LOOKUP + ["zz", "yy"])

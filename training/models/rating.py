@@ -9,6 +9,8 @@ Model: ``r̂_ui = μ + b_u + b_i + p_u·q_i`` with L2 penalties scaled by each r
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +20,8 @@ import scipy.sparse as sp
 from recsys_core.rating import solve_users_batch
 
 F32 = npt.NDArray[np.float32]
+#: fewer rows than this are solved in one thread (threads cost more than they save)
+PARALLEL_MIN_ROWS = 20_000
 
 
 @dataclass
@@ -44,10 +48,34 @@ def _solve_side(
     mean: float,
     reg: float,
     bias_reg: float,
+    workers: int = 1,
 ) -> tuple[F32, F32]:
-    return solve_users_batch(
-        matrix.indptr, matrix.indices, matrix.data, other_factors, other_bias, mean, reg, bias_reg
-    )
+    """Every row's solve; with ``workers`` > 1 the rows are dealt by length to that many
+    threads (numpy's batched ``matmul`` and ``solve`` release the GIL), each row's result is
+    the same as in one pass."""
+    if workers <= 1 or matrix.shape[0] < PARALLEL_MIN_ROWS:
+        return solve_users_batch(matrix.indptr, matrix.indices, matrix.data, other_factors,
+                                 other_bias, mean, reg, bias_reg)
+    order = np.argsort(np.diff(matrix.indptr), kind="stable")
+    parts = [np.sort(order[w::workers]) for w in range(workers)]
+
+    def solve(rows: npt.NDArray[np.int64]) -> tuple[F32, F32]:
+        sub = matrix[rows]
+        return solve_users_batch(sub.indptr, sub.indices, sub.data, other_factors,
+                                 other_bias, mean, reg, bias_reg)
+
+    factors = np.zeros((matrix.shape[0], other_factors.shape[1]), dtype=np.float32)
+    bias = np.zeros(matrix.shape[0], dtype=np.float32)
+    with ThreadPoolExecutor(workers) as pool:
+        for rows, (f, b) in zip(parts, pool.map(solve, parts), strict=True):
+            factors[rows], bias[rows] = f, b
+    return factors, bias
+
+
+def default_workers() -> int:
+    """Threads for the solves: the CPUs this process may run on, as ``implicit`` uses."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+               else os.cpu_count() or 1)
 
 
 def fit_rating_model(
@@ -57,8 +85,11 @@ def fit_rating_model(
     bias_regularization: float = 1.0,
     iterations: int = 12,
     seed: int = 0,
+    workers: int | None = None,
 ) -> RatingModel:
-    """Fit on a users × items CSR matrix of explicit ratings (stored zeros are not allowed)."""
+    """Fit on a users × items CSR matrix of explicit ratings (stored zeros are not allowed);
+    ``workers`` threads share each half-step (default: :func:`default_workers`)."""
+    workers = default_workers() if workers is None else workers
     rng = np.random.default_rng(seed)
     r = matrix.tocsr().astype(np.float64)
     rt = r.T.tocsr()
@@ -69,6 +100,8 @@ def fit_rating_model(
     user_f = np.zeros((n_users, factors), dtype=np.float32)
     user_b = np.zeros(n_users, dtype=np.float32)
     for _ in range(iterations):
-        user_f, user_b = _solve_side(r, item_f, item_b, mean, regularization, bias_regularization)
-        item_f, item_b = _solve_side(rt, user_f, user_b, mean, regularization, bias_regularization)
+        user_f, user_b = _solve_side(r, item_f, item_b, mean, regularization,
+                                     bias_regularization, workers)
+        item_f, item_b = _solve_side(rt, user_f, user_b, mean, regularization,
+                                     bias_regularization, workers)
     return RatingModel(mean, user_b, item_b, user_f, item_f, regularization, bias_regularization)
