@@ -316,15 +316,21 @@ def test_api_key_guards_writes_and_admin_and_optionally_reads(
 # ------------------------------------------------------------------ end to end
 
 
+def api_settings_for(stack: Any, **extra: Any) -> ServingSettings:
+    """The API's settings on the same topics, keys and model as a worker stack."""
+    fields = {k[len("RECSYS_"):].lower(): v for k, v in stack.env.items()
+              if k.startswith("RECSYS_")}
+    return ServingSettings(**{k: v for k, v in fields.items()
+                              if k in ServingSettings.model_fields}, **extra)
+
+
 @pytest.fixture(scope="module")
 def live(devstack: DevStack, model_dir: Path,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Any]]:
     """The API and one real stream worker on the same topics and keys."""
     scratch = tmp_path_factory.mktemp("serving-live")
     stack = make_stack(devstack, new_name("live"), model_dir, scratch)
-    settings = ServingSettings(**{k[len("RECSYS_"):].lower(): v for k, v in stack.env.items()
-                                  if k.startswith("RECSYS_")
-                                  and k[len("RECSYS_"):].lower() in ServingSettings.model_fields})
+    settings = api_settings_for(stack)
     try:
         stack.start_worker("serving-worker", scratch)
         with TestClient(create_app(settings)) as client:
@@ -486,10 +492,7 @@ def test_after_a_flip_the_worker_refolds_active_users_and_the_api_serves_them(
     root = tmp_path / "models"
     shutil.copytree(model_dir, root)
     stack = make_stack(devstack, new_name("flip"), root, tmp_path)
-    settings = ServingSettings(**{k[len("RECSYS_"):].lower(): v for k, v in stack.env.items()
-                                  if k.startswith("RECSYS_")
-                                  and k[len("RECSYS_"):].lower() in ServingSettings.model_fields},
-                               api_model_poll_seconds=0.2)
+    settings = api_settings_for(stack, api_model_poll_seconds=0.2)
     users = [new_name("flip-u") for _ in range(3)]
     events = {u: [rating_event(f"{u}-{m}", u, m, 4.0 + n % 2, 880_000_000 + n)
                   for n, m in enumerate(["50", "181", "172", "96"])] for u in users}
