@@ -85,6 +85,12 @@ class EventProducer:
             self._producer.close(timeout=timeout)
         except KafkaError as exc:  # closing must not hide the caller's own error
             log.warning("closing the producer: %s", exc)
+            # kafka-python's close() stops at the failed flush and leaves its I/O thread
+            # retrying forever; stop it (what close() would have done next)
+            sender = getattr(self._producer, "_sender", None)
+            if sender is not None and sender.is_alive():
+                sender.force_close()
+            self._producer._closed = True
 
     def __enter__(self) -> EventProducer:
         return self

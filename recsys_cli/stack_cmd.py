@@ -65,7 +65,20 @@ class _Stop(KeyboardInterrupt):
     """SIGTERM, handled as Ctrl-C: unwind to the code that stops everything."""
 
 
+class _Signals:
+    """Where a Ctrl-C or SIGTERM goes. While the stack starts, it raises at once (the start
+    only waits on processes and sleeps); once it runs, the handler only records it and the
+    supervising loop stops at its next check: an exception raised at an arbitrary point
+    could leave a lock held (e.g. in ``subprocess``) that the clean-up then waits on."""
+
+    supervising = False
+    requested = False
+
+
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    if _Signals.supervising:
+        _Signals.requested = True
+        return
     raise _Stop
 
 
@@ -117,6 +130,7 @@ def demo(
     for noisy in ("kafka", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, _raise_stop)
     stack = Stack(options)
     error: str | None = None
     try:
@@ -151,14 +165,18 @@ def _supervise(stack: Stack, live: bool) -> None:
     from devstack.stack import StackError
 
     def check() -> None:
+        if _Signals.requested:
+            raise _Stop
         failure = stack.poll()
         if failure is not None:
             raise StackError(failure)
 
+    _Signals.supervising = True
+
     if not live:
         while True:
             check()
-            time.sleep(0.5)
+            time.sleep(0.2)
     tracker = FigureTracker()
     data = stack.describe()
     with Live(status_table(data, tracker.collect(data["roles"])), console=console,
