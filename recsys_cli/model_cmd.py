@@ -175,6 +175,9 @@ def evaluate(
         "--protocol", "-p", help="topn (A), rating (B), stream (C) or all; repeatable.")] = ["all"],  # noqa: B006
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds for protocol A.")] = "42,7,2026",
     stratify: Annotated[str, typer.Option(help="Protocol A split: user or movie.")] = "user",
+    retrain_every: Annotated[int, typer.Option(
+        help="Protocol C: also score models retrained after every N replayed events, as the "
+             "periodic trainer does (0: off).", min=0)] = 1000,
     out: Annotated[Path, typer.Option(help="Directory for the JSON and the chart.")] = Path(
         "reports"),
     data_dir: DataDir = None,
@@ -197,7 +200,8 @@ def evaluate(
             task = bar.add_task("loading data", total=None)
             ds = load_dataset(dataset, data_dir)
             result = run_evaluation(ds, chosen, seed_list, stratify,  # type: ignore[arg-type]
-                                    progress=lambda p: bar.update(task, description=p))
+                                    progress=lambda p: bar.update(task, description=p),
+                                    retrain_every=retrain_every)
     except RecsysError as exc:
         raise fail(exc) from None
     result["created_at"] = datetime.now(UTC).isoformat()

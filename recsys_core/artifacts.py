@@ -48,6 +48,17 @@ REQUIRED_ARRAYS: dict[str, str | None] = {
     "rating_item_bias": "items",
     "rating_item_factors": "items",
 }
+#: item-to-item models a bundle may hold in ``extra`` as ``{name}_indptr/_indices/_scores``
+OPTIONAL_ITEM_MODELS = ("sequence",)
+#: ``extra`` array of the stage popularity: one row per stage of a user's history
+#: (:func:`recsys_core.scoring.stage_of`), one column per movie
+STAGE_POPULARITY = "stage_popularity"
+#: ``extra`` arrays of the peer sequences (:mod:`recsys_core.peers`): by peer (movies,
+#: positions) and by movie (peers, positions), both CSR
+PEER_ARRAYS = (
+    "peers_user_indptr", "peers_user_items", "peers_user_positions",
+    "peers_item_indptr", "peers_item_users", "peers_item_positions",
+)
 
 
 @dataclass
@@ -89,16 +100,27 @@ class ModelBundle:
     def csr(
         self, name: str
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], F32]:
-        """``(indptr, indices, scores)`` of the ``neighbor`` or ``session`` item-to-item model."""
+        """``(indptr, indices, scores)`` of an item-to-item model: ``neighbor``, ``session``,
+        or an optional one kept in :attr:`extra` (:data:`OPTIONAL_ITEM_MODELS`)."""
         if name == "neighbor":
             return self.neighbor_indptr, self.neighbor_indices, self.neighbor_scores
         if name == "session":
             return self.session_indptr, self.session_indices, self.session_scores
+        if name in OPTIONAL_ITEM_MODELS and self.has_model(name):
+            return (self.extra[f"{name}_indptr"], self.extra[f"{name}_indices"],
+                    self.extra[f"{name}_scores"])
         raise KeyError(name)
+
+    def has_model(self, name: str) -> bool:
+        """Whether the bundle holds the item-to-item model ``name`` (older bundles lack the
+        optional ones)."""
+        if name in ("neighbor", "session"):
+            return True
+        return all(f"{name}_{part}" in self.extra for part in ("indptr", "indices", "scores"))
 
     def dense(self, name: str, max_cells: int = 40_000_000,
               min_fill: float = 0.05) -> F32 | None:
-        """The ``neighbor`` or ``session`` model as a dense (n, n) matrix when it has at most
+        """An item-to-item model (:meth:`csr`) as a dense (n, n) matrix when it has at most
         ``max_cells`` cells and at least ``min_fill`` of them set (gathering a few dense
         rows beats walking long sparse ones); None otherwise. Built once per bundle."""
         if name not in self._dense:
@@ -151,7 +173,8 @@ def validate(bundle: ModelBundle, where: Path | str = "<memory>") -> None:
             _check(arr.shape[0] == n, p, f"{name} has {arr.shape[0]} rows, expected {n}")
     k = bundle.item_factors.shape[1]
     _check(bundle.yty.shape == (k, k), p, f"yty has shape {bundle.yty.shape}, expected {(k, k)}")
-    for name in ("neighbor", "session"):
+    models = ["neighbor", "session"] + [m for m in OPTIONAL_ITEM_MODELS if bundle.has_model(m)]
+    for name in models:
         indptr, indices, scores = bundle.csr(name)
         _check(indptr.shape == (n + 1,), p, f"{name}_indptr does not match items")
         nnz = int(indptr[-1]) if n else 0
@@ -168,6 +191,27 @@ def validate(bundle: ModelBundle, where: Path | str = "<memory>") -> None:
             )
     for name in ("item_factors", "content_vectors", "rating_item_factors", "popularity"):
         _check(bool(np.isfinite(bundle.arrays()[name]).all()), p, f"{name} has NaN or inf")
+    stage = bundle.extra.get(STAGE_POPULARITY)
+    if stage is not None:
+        _check(stage.ndim == 2 and stage.shape[0] >= 1 and stage.shape[1] == n, p,
+               f"{STAGE_POPULARITY} has shape {stage.shape}, expected (stages, {n})")
+        _check(bool(np.isfinite(stage).all()), p, f"{STAGE_POPULARITY} has NaN or inf")
+    if all(name in bundle.extra for name in PEER_ARRAYS):
+        _check_peers(bundle, p)
+
+
+def _check_peers(bundle: ModelBundle, p: Path) -> None:
+    x = bundle.extra
+    user_ptr, items, upos = (x[k] for k in PEER_ARRAYS[:3])
+    item_ptr, users, ipos = (x[k] for k in PEER_ARRAYS[3:])
+    nnz = int(user_ptr[-1]) if user_ptr.size else -1
+    _check(item_ptr.shape == (bundle.n_items + 1,), p, "peers_item_indptr does not match items")
+    _check(items.shape == upos.shape == users.shape == ipos.shape == (nnz,)
+           and int(item_ptr[-1]) == nnz, p, "peer arrays do not match their indptr")
+    if nnz > 0:
+        _check(int(items.min()) >= 0 and int(items.max()) < bundle.n_items
+               and int(users.min()) >= 0 and int(users.max()) < user_ptr.size - 1, p,
+               "peer index out of range")
 
 
 def save_bundle(bundle: ModelBundle, directory: Path) -> Path:

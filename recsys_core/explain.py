@@ -2,6 +2,9 @@
 
 The component with the largest weighted, standardised score names the reason:
 - ``item`` / ``session``: the watched movie whose neighbour row gives the most weight;
+- ``sequence``: the same over the newest movies ("because you just watched ...");
+- ``peers``: the newest movie around which people who watched it watched this one;
+- ``stage``: popular with people at the user's stage (new members, or as many movies);
 - ``cf``: the liked movie whose ALS factors are closest;
 - ``content``: the watched movie most alike in content, and what they share (same director,
   writer, actors, tag or genre);
@@ -15,6 +18,7 @@ import numpy.typing as npt
 
 from recsys_core.artifacts import ModelBundle
 from recsys_core.history import UserHistory
+from recsys_core.peers import peer_sources
 from recsys_core.scoring import BlendWeights
 from recsys_core.sparse import row_positions
 
@@ -111,19 +115,36 @@ def explain(
     winners = {t: max(names, key=lambda n: parts[n][t]) if names else "popularity"
                for t in targets}
     sources: dict[str, dict[int, int]] = {}
-    for model, comp in (("neighbor", "item"), ("session", "session")):
+    recency = {
+        "item": (1.0, len(history) + 1),
+        "session": (weights.session_decay, weights.session_length),
+        "sequence": (weights.sequence_decay, weights.sequence_length),
+    }
+    for model, comp in (("neighbor", "item"), ("session", "session"), ("sequence", "sequence")):
         wanted = [t for t in targets if winners[t] == comp]
         if wanted and len(history):
-            w = (np.ones(len(history)) if comp == "item"
-                 else history.recency_weights(weights.session_decay, weights.session_length))
+            w = history.recency_weights(*recency[comp])
             sources[comp] = _best_neighbor_sources(bundle, model, history.item_idx, w, wanted)
+    wanted = [t for t in targets if winners[t] == "peers"]
+    if wanted:
+        sources["peers"] = peer_sources(bundle, history, weights.peers_decay,
+                                        weights.peers_length, wanted)
     for t in targets:
         best = winners[t]
         reason = "popular now"
-        if best in ("item", "session") and len(history):
+        if best in ("item", "session", "sequence") and len(history):
             src = sources.get(best, {}).get(t)
             if src is not None:
-                reason = f"because you watched {bundle.titles[src]}"
+                just = " just" if best == "sequence" else ""
+                reason = f"because you{just} watched {bundle.titles[src]}"
+        elif best == "peers":
+            src = sources.get(best, {}).get(t)
+            if src is not None:
+                reason = (f"people who watched {bundle.titles[src]} watched this around "
+                          "the same time")
+        elif best == "stage":
+            reason = ("popular with new members" if len(history) == 0 else
+                      "popular with people who have watched as many movies as you")
         elif best == "cf" and len(history):
             src = _closest(bundle.item_factors, liked, t)
             if src is not None:

@@ -50,10 +50,23 @@ class UserHistory:
     def __len__(self) -> int:
         return int(self.item_idx.size)
 
-    def recency_weights(self, decay: float, last_n: int) -> npt.NDArray[np.float64]:
-        """``decay ** rank`` with rank 0 for the newest interaction; 0 beyond ``last_n``."""
+    def recency_ranks(self) -> npt.NDArray[np.float64]:
+        """How many distinct timestamps are newer than each interaction's: 0 for every
+        interaction of the newest second. Interactions of the same second share a rank, since
+        their order is noise (MovieLens users rated a page at a time; the live state keeps
+        movies in a hash)."""
         n = len(self)
-        rank = np.arange(n - 1, -1, -1, dtype=np.float64)
+        if n == 0:
+            return np.zeros(0)
+        newer = np.ones(n, dtype=np.float64)
+        newer[:-1] = self.timestamps[1:] != self.timestamps[:-1]
+        newer[-1] = 0.0
+        return np.cumsum(newer[::-1])[::-1]
+
+    def recency_weights(self, decay: float, last_n: int) -> npt.NDArray[np.float64]:
+        """``decay ** rank`` over :meth:`recency_ranks` (rank 0: the newest second); 0 from
+        rank ``last_n`` on."""
+        rank = self.recency_ranks()
         w = np.power(decay, rank)
         w[rank >= last_n] = 0.0
         return w

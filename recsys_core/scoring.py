@@ -7,7 +7,15 @@ Components, each a score for every movie in the model:
 - ``session``: a second item-to-item model learnt from what people watch in one sitting,
   weighted by the recency of the user's newest interactions;
 - ``content``: cosine of the movie's content vector with the user's content profile;
-- ``popularity``: the trainer's (optionally time-decayed) popularity.
+- ``popularity``: the trainer's (optionally time-decayed) popularity;
+- ``sequence``: the sequence model (what people rate next after the movies they rated
+  last) over the user's newest movies, weighted by recency;
+- ``stage``: what people rate at the same stage of their history (popularity among the
+  interactions made with about as many earlier ones as the user has now);
+- ``peers``: what people who rated the user's newest movies rated around them
+  (:mod:`recsys_core.peers`).
+Recency counts distinct seconds (:meth:`UserHistory.recency_ranks`). Components whose model
+the bundle lacks (older bundles) are left out.
 Each component is standardised per request (zero mean, unit variance over the catalogue)
 and blended with the weights the trainer fitted.
 """
@@ -21,13 +29,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from recsys_core.artifacts import ModelBundle
+from recsys_core.artifacts import STAGE_POPULARITY, ModelBundle
 from recsys_core.foldin import fold_in_user
 from recsys_core.history import UserHistory
+from recsys_core.peers import peer_scores
 from recsys_core.sparse import row_positions
 
 F64 = npt.NDArray[np.float64]
-COMPONENTS = ("cf", "item", "session", "content", "popularity")
+COMPONENTS = ("cf", "item", "session", "content", "popularity", "sequence", "stage", "peers")
 
 
 @dataclass(frozen=True)
@@ -37,9 +46,18 @@ class BlendWeights:
     session: float = 1.0
     content: float = 0.1
     popularity: float = 0.1
-    #: recency decay per rank of the session signal, and how many interactions it reads
+    sequence: float = 0.0
+    stage: float = 0.0
+    peers: float = 0.0
+    #: recency decay per rank of the session signal, and how many ranks (distinct seconds)
+    #: it reads
     session_decay: float = 0.9
     session_length: int = 50
+    #: the same for the sequence and the peers signals
+    sequence_decay: float = 0.8
+    sequence_length: int = 20
+    peers_decay: float = 0.5
+    peers_length: int = 10
 
     def component(self, name: str) -> float:
         return float(getattr(self, name))
@@ -50,8 +68,9 @@ class BlendWeights:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BlendWeights:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        if "session_length" in known:
-            known["session_length"] = int(known["session_length"])
+        for name in ("session_length", "sequence_length", "peers_length"):
+            if name in known:
+                known[name] = int(known[name])
         return cls(**known)
 
 
@@ -80,6 +99,25 @@ def neighbor_scores(
     out: F64 = np.bincount(indices[flat], weights=vals, minlength=n).astype(
         np.float64
     )
+    return out
+
+
+def stage_of(seen: npt.ArrayLike, per_octave: float) -> npt.NDArray[np.int64]:
+    """Stage of a history of ``seen`` movies: ``floor(per_octave · log2(seen + 1))``
+    (0 for an empty history; stages widen as histories grow)."""
+    x = per_octave * np.log2(np.asarray(seen, dtype=np.float64) + 1.0)
+    return np.floor(x + 1e-9).astype(np.int64)
+
+
+def stage_scores(bundle: ModelBundle, history: UserHistory) -> F64 | None:
+    """The stage popularity row for this history's length (the last row past the end);
+    None when the bundle has no stage popularity."""
+    table = bundle.extra.get(STAGE_POPULARITY)
+    if table is None:
+        return None
+    per_octave = float(bundle.params.get("stage_per_octave", 2.0))
+    row = min(int(stage_of(len(history), per_octave)), table.shape[0] - 1)
+    out: F64 = table[row].astype(np.float64)
     return out
 
 
@@ -122,6 +160,10 @@ def component_scores(
 
     if weights.popularity:
         out["popularity"] = bundle.popularity.astype(np.float64)
+    if weights.stage:
+        stage = stage_scores(bundle, history)
+        if stage is not None:
+            out["stage"] = stage
     if len(history) == 0:
         return out
     if weights.cf:
@@ -138,6 +180,17 @@ def component_scores(
         w = history.recency_weights(weights.session_decay, weights.session_length)
         out["session"] = neighbor_scores(bundle, history.item_idx, w, "session")
         timed("session", t)
+    if weights.sequence and bundle.has_model("sequence"):
+        t = clock()
+        w = history.recency_weights(weights.sequence_decay, weights.sequence_length)
+        out["sequence"] = neighbor_scores(bundle, history.item_idx, w, "sequence")
+        timed("sequence", t)
+    if weights.peers:
+        t = clock()
+        peers = peer_scores(bundle, history, weights.peers_decay, weights.peers_length)
+        if peers is not None:
+            out["peers"] = peers
+        timed("peers", t)
     if weights.content:
         t = clock()
         profile = content_profile(bundle, history)

@@ -16,7 +16,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 import recsys_core
-from recsys_core.artifacts import ModelBundle
+from recsys_core.artifacts import STAGE_POPULARITY, ModelBundle
 from recsys_core.confidence import ConfidenceRule
 from recsys_core.dataset import Dataset
 from recsys_core.errors import EmptyTrainingData
@@ -27,8 +27,10 @@ from training.matrices import TrainingData, build_training_data
 from training.models.als import AlsModel, fit_als
 from training.models.content import fit_content_model, movie_tokens
 from training.models.ease import fit_neighbors, session_baskets
-from training.models.popularity import fit_popularity
+from training.models.peers import fit_peer_sequences
+from training.models.popularity import fit_popularity, fit_stage_popularity
 from training.models.rating import RatingModel, fit_rating_model
+from training.models.sequence import fit_sequence
 
 Progress = Callable[[str], None]
 
@@ -49,6 +51,18 @@ class TrainParams:
     rating_bias_regularization: float = 1.0
     rating_iterations: int = 12
     popularity_half_life_days: float | None = None
+    sequence_decay: float = 0.8
+    sequence_length: int = 20
+    sequence_regularization: float = 1000.0
+    sequence_max_items: int = 2000
+    sequence_max_events: int = 500_000
+    stage_per_octave: float = 2.0
+    stage_smoothing: float = 2.0
+    peers_max_users: int = 5000
+    peers_max_per_user: int = 500
+    peers_neighbours: int = 50
+    peers_bandwidth: float = 10.0
+    peers_norm_power: float = 0.3
     seed: int = 0
 
     @property
@@ -171,12 +185,22 @@ def _train_models(
         )
     with _phase("neighbors", timings, progress):
         neighbors = fit_neighbors(data.binary, params.ease_regularization, params.neighbors_top_n)
+        event_users = data.users.indices(inter["user_id"].astype(str))
+        event_movies = movies.indices(inter["movie_id"].astype(str))
+        event_times = inter["timestamp"].to_numpy(np.float64)
         baskets = session_baskets(
-            data.users.indices(inter["user_id"].astype(str)),
-            movies.indices(inter["movie_id"].astype(str)),
-            inter["timestamp"].to_numpy(np.float64), len(movies), params.session_gap_seconds,
+            event_users, event_movies, event_times, len(movies), params.session_gap_seconds,
         )
         session = fit_neighbors(baskets, params.session_regularization, params.neighbors_top_n)
+    with _phase("sequence", timings, progress):
+        # events in their recorded order: within a second it is the only order there is
+        sequence = fit_sequence(
+            event_users, event_movies, event_times, len(movies), params.sequence_decay,
+            params.sequence_length, params.sequence_regularization, params.neighbors_top_n,
+            params.sequence_max_items, max_events=params.sequence_max_events,
+        )
+        peers = fit_peer_sequences(event_users, event_movies, event_times, len(movies),
+                                   params.peers_max_users, params.peers_max_per_user)
     with _phase("content", timings, progress):
         tokens = movie_tokens(movies, dataset.attributes, meta["years"])
         content = fit_content_model(tokens, params.content_dim, seed=params.seed)
@@ -184,6 +208,11 @@ def _train_models(
         popularity = fit_popularity(
             data.pairs["movie_idx"].to_numpy(), data.pairs["timestamp"].to_numpy(np.float64),
             len(movies), params.popularity_half_life_days,
+        )
+        stage = fit_stage_popularity(
+            data.pairs["user_idx"].to_numpy(np.int64), data.pairs["movie_idx"].to_numpy(np.int64),
+            data.pairs["timestamp"].to_numpy(np.float64), len(movies), params.stage_per_octave,
+            params.stage_smoothing,
         )
     with _phase("rating", timings, progress):
         rating = fit_rating_model(
@@ -238,6 +267,11 @@ def _train_models(
             "content_idf": content.idf,
             "content_token_weights": content.token_weights,
             "content_components": content.components,
+            "sequence_indptr": sequence.indptr,
+            "sequence_indices": sequence.indices,
+            "sequence_scores": sequence.scores,
+            STAGE_POPULARITY: stage,
+            **peers,
         },
     )
     timings["total"] = sum(timings.values())

@@ -52,8 +52,9 @@ def test_recommend_prints_ten_movies_with_reasons(published: Path, data_dir: Pat
                                  "--model-dir", str(published)], terminal_width=200)
     assert result.exit_code == 0, result.output
     assert "Top 10 for user 42" in result.output
-    assert any(r in result.output for r in ("because you watched", "people who liked",
-                                            "popular now"))
+    assert any(r in result.output for r in ("because you watched", "because you just watched",
+                                            "people who liked", "people who watched",
+                                            "popular"))
 
 
 def test_recommend_unknown_user_is_a_clear_error(published: Path, data_dir: Path) -> None:

@@ -58,7 +58,10 @@ def test_rating_protocol_beats_published_svd(ml100k: Dataset) -> None:
 
 @pytest.mark.slow
 def test_stream_protocol_live_beats_frozen(ml100k: Dataset) -> None:
-    result = protocol_stream(ml100k, limit=4000)
+    result = protocol_stream(ml100k, limit=4000, retrain_every=2000)
     rows = result["models"]
     assert rows["live_hybrid"]["hr@10"] > 1.8 * rows["frozen_als"]["hr@10"]
     assert rows["live_als"]["hr@10"] > rows["frozen_als"]["hr@10"]
+    # one retrain after 2,000 events: the retrained hybrid scores like the live one or better
+    assert rows["live_hybrid_retrained"]["hr@10"] > rows["live_hybrid"]["hr@10"] - 0.01
+    assert result["retrain_every"] == 2000

@@ -7,10 +7,13 @@ import numpy.typing as npt
 import pytest
 import scipy.sparse as sp
 
-from recsys_core.artifacts import ModelBundle, validate
+from recsys_core.artifacts import STAGE_POPULARITY, ModelBundle, validate
+from recsys_core.errors import ArtifactError
 from recsys_core.foldin import fold_in_user, gramian
 from recsys_core.history import UserHistory
+from recsys_core.peers import peer_scores
 from recsys_core.scoring import (
+    COMPONENTS,
     BlendWeights,
     blend,
     component_scores,
@@ -374,3 +377,128 @@ def test_only_session_weights_fall_back_to_nothing_for_an_empty_history() -> Non
     pop = np.linspace(0.0, 1.0, N_ITEMS, dtype=np.float32)
     idx, _, _ = recommend(make_bundle(popularity=pop), UserHistory.empty(), ONLY_SESSION, k=2)
     assert idx.tolist() == [N_ITEMS - 1, N_ITEMS - 2]
+
+
+# --- recency ranks, sequence, stage and peers -------------------------------------------
+
+NONE = {name: 0.0 for name in COMPONENTS}
+
+
+def test_recency_ranks_count_distinct_newer_seconds() -> None:
+    history = UserHistory.build([0, 1, 2, 3], [2.0] * 4, timestamps=[1.0, 2.0, 2.0, 3.0])
+    assert history.recency_ranks().tolist() == [2, 1, 1, 0]
+    np.testing.assert_allclose(history.recency_weights(0.5, 2), [0.0, 0.5, 0.5, 1.0])
+    assert UserHistory.empty().recency_ranks().size == 0
+
+
+def test_recency_weights_do_not_depend_on_the_order_within_a_second() -> None:
+    a = UserHistory.build([0, 1, 2], [2.0] * 3, timestamps=[1.0, 5.0, 5.0])
+    b = UserHistory.build([0, 2, 1], [2.0] * 3, timestamps=[1.0, 5.0, 5.0])
+    bundle = make_bundle(session=_random_sparse(7))
+    w = BlendWeights(**{**NONE, "session": 1.0}, session_decay=0.5)
+    np.testing.assert_allclose(component_scores(bundle, a, w)["session"],
+                               component_scores(bundle, b, w)["session"])
+
+
+def _with_sequence(bundle: ModelBundle, dense: npt.NDArray[np.float64]) -> ModelBundle:
+    indptr, indices, scores = _csr(dense)
+    bundle.extra.update(sequence_indptr=indptr, sequence_indices=indices,
+                        sequence_scores=scores)
+    validate(bundle)
+    return bundle
+
+
+def test_sequence_component_reads_the_newest_seconds_with_its_own_decay() -> None:
+    seq = np.zeros((N_ITEMS, N_ITEMS))
+    seq[0, 4] = seq[1, 5] = seq[2, 6] = 1.0
+    bundle = _with_sequence(make_bundle(), seq)
+    w = BlendWeights(**{**NONE, "sequence": 1.0}, sequence_decay=0.5, sequence_length=2)
+    # 2 is the newest second (rank 0), 1 rank 1, 0 rank 2: beyond the length
+    history = UserHistory.build([0, 1, 2], [11.0] * 3, timestamps=[1.0, 2.0, 3.0])
+    comps = component_scores(bundle, history, w)
+    assert set(comps) == {"sequence"}
+    np.testing.assert_allclose(comps["sequence"][[4, 5, 6]], [0.0, 0.5, 1.0])
+    idx, _, _ = recommend(bundle, history, w, k=2)
+    assert idx.tolist() == [6, 5]
+
+
+def test_components_of_models_the_bundle_lacks_are_left_out() -> None:
+    bundle = make_bundle()
+    assert not bundle.has_model("sequence")
+    every = BlendWeights(**dict.fromkeys(COMPONENTS, 1.0))
+    history = UserHistory.build([1], [11.0])
+    assert set(component_scores(bundle, history, every)) == {
+        "cf", "item", "session", "content", "popularity"}
+    with pytest.raises(KeyError):
+        bundle.csr("sequence")
+
+
+def test_stage_component_picks_the_row_of_the_history_length() -> None:
+    bundle = make_bundle()
+    table = np.arange(3 * N_ITEMS, dtype=np.float32).reshape(3, N_ITEMS)
+    bundle.extra[STAGE_POPULARITY] = table
+    bundle.manifest["params"]["stage_per_octave"] = 1.0
+    validate(bundle)
+    w = BlendWeights(**{**NONE, "stage": 1.0})
+    # stages: 0 movies → 0, 1 → 1, 2 → 1 (log2 3 = 1.58), 3 → 2, 7 → 3 (past the end: 2)
+    for n, row in ((0, 0), (1, 1), (2, 1), (3, 2), (7, 2)):
+        history = UserHistory.build(np.arange(n), np.full(n, 2.0))
+        np.testing.assert_array_equal(component_scores(bundle, history, w)["stage"], table[row])
+    # an empty history is ranked by its stage, not by popularity, when stage has weight
+    idx, _, parts = recommend(bundle, UserHistory.empty(), w, k=2)
+    assert idx.tolist() == [N_ITEMS - 1, N_ITEMS - 2] and set(parts) == {"stage"}
+
+
+def test_stage_popularity_of_the_wrong_width_is_refused() -> None:
+    bundle = make_bundle()
+    bundle.extra[STAGE_POPULARITY] = np.zeros((2, N_ITEMS - 1), dtype=np.float32)
+    with pytest.raises(ArtifactError):
+        validate(bundle)
+
+
+def _with_peers(bundle: ModelBundle, users: list[int], items: list[int]) -> ModelBundle:
+    """Peers rating ``items`` in order, one second apart."""
+    from training.models.peers import fit_peer_sequences
+
+    arrays = fit_peer_sequences(np.asarray(users), np.asarray(items),
+                                np.arange(len(items), dtype=np.float64), N_ITEMS)
+    bundle.extra.update(arrays)
+    validate(bundle)
+    return bundle
+
+
+ONLY_PEERS = BlendWeights(**{**NONE, "peers": 1.0}, peers_decay=0.5, peers_length=10)
+
+
+def test_peers_component_known_answer() -> None:
+    # peer 0 rated 0, 1, 2; peer 1 rated 3, 0, 4: both share movie 0 with the user
+    bundle = _with_peers(make_bundle(), [0, 0, 0, 1, 1, 1], [0, 1, 2, 3, 0, 4])
+    history = UserHistory.build([0], [11.0], timestamps=[100.0])
+    scores = component_scores(bundle, history, ONLY_PEERS)["peers"]
+    sim = 3.0 ** -0.3  # one shared movie of weight 1, three movies each
+    e1, e2 = np.exp(-0.1), np.exp(-0.2)  # one and two places away, bandwidth 10
+    np.testing.assert_allclose(scores, sim * np.array([2, e1, e2, e1, e1, 0, 0, 0]))
+    assert peer_scores(bundle, history, 0.5, 10) is not None
+
+
+def test_peers_component_keeps_only_the_most_similar_peers() -> None:
+    bundle = _with_peers(make_bundle(), [0, 0, 0, 1, 1], [0, 1, 2, 0, 5])
+    bundle.manifest["params"]["peers_neighbours"] = 1
+    history = UserHistory.build([0], [11.0])
+    scores = component_scores(bundle, history, ONLY_PEERS)["peers"]
+    sim = 2.0 ** -0.3  # the shorter peer is the more similar one
+    np.testing.assert_allclose(scores, sim * np.array([1, 0, 0, 0, 0, np.exp(-0.1), 0, 0]))
+
+
+def test_peers_component_without_a_shared_movie_or_peer_arrays_is_left_out() -> None:
+    bundle = _with_peers(make_bundle(), [0, 0], [0, 1])
+    assert "peers" not in component_scores(bundle, UserHistory.build([6], [11.0]), ONLY_PEERS)
+    assert "peers" not in component_scores(make_bundle(), UserHistory.build([0], [11.0]),
+                                           ONLY_PEERS)
+
+
+def test_peer_arrays_that_do_not_match_are_refused() -> None:
+    bundle = _with_peers(make_bundle(), [0, 0], [0, 1])
+    bundle.extra["peers_item_users"] = np.array([0, 7], dtype=np.int32)
+    with pytest.raises(ArtifactError):
+        validate(bundle)

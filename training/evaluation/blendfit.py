@@ -42,10 +42,10 @@ def build_case_matrix(
     session component is recomputed, since it alone depends on the recency settings."""
     if base is not None:
         z = base.z.copy()
-        only = replace(session, cf=0.0, item=0.0, session=1.0, content=0.0, popularity=0.0)
+        only = replace(session, **{n: float(n == "session") for n in COMPONENTS})
     else:
         z = np.zeros((len(cases), len(COMPONENTS), bundle.n_items), dtype=np.float32)
-        only = replace(session, cf=1.0, item=1.0, session=1.0, content=1.0, popularity=1.0)
+        only = replace(session, **dict.fromkeys(COMPONENTS, 1.0))
     for c, case in enumerate(cases):
         comps = component_scores(bundle, case.history, only)
         for j, name in enumerate(COMPONENTS):

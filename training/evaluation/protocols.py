@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from sklearn.model_selection import KFold
 
@@ -15,7 +16,7 @@ from recsys_core import metrics
 from recsys_core.artifacts import ModelBundle
 from recsys_core.dataset import Dataset
 from recsys_core.history import UserHistory
-from recsys_core.scoring import COMPONENTS, blend, component_scores, top_k
+from recsys_core.scoring import COMPONENTS, BlendWeights, blend, component_scores, top_k
 from training.evaluation.blendfit import Case, build_case_matrix, top_lists, weight_vector
 from training.evaluation.splits import Stratify, stratified_split, temporal_split
 from training.models.rating import fit_rating_model
@@ -150,10 +151,15 @@ def protocol_stream(
     progress: Progress | None = None,
     limit: int | None = None,
     on_model: Callable[[ModelBundle], None] | None = None,
+    retrain_every: int = 0,
 ) -> dict[str, Any]:
     """Protocol C, offline: train on the oldest ``fraction``, replay the rest in time order;
     before each event ask for the user's top-10 (seen excluded) and score a hit.
-    ``on_model`` receives the trained bundle (the live benchmark serves the same one)."""
+    ``on_model`` receives the trained bundle (the live benchmark serves the same one).
+
+    With ``retrain_every`` N > 0, ``live_hybrid_retrained`` is scored on models retrained on
+    every event so far after each N replay events, with the blend weights kept: what the
+    periodic trainer does with ``RECSYS_TRAIN_AFTER_EVENTS=N`` (less its quality gate)."""
     params = params or TrainParams()
     train, replay = temporal_split(dataset.interactions, fraction)
     if limit:
@@ -176,13 +182,23 @@ def protocol_stream(
         frozen[uid] = (h, models.als.user_factors[u])
         live[uid] = list(zip(h.item_idx.tolist(), h.confidence.tolist(), h.timestamps.tolist(),
                              h.ratings.tolist(), strict=True))
-    frozen_w = replace(weights, item=0.0, session=0.0)  # stored vector only: the frozen model
+    # the stored vector only: the frozen model
+    frozen_w = replace(weights, **{n: float(n == "cf") for n in COMPONENTS})
     names = ("popularity", "frozen_als", "live_als", "live_ease", "live_hybrid")
+    if retrain_every > 0:
+        names += ("live_hybrid_retrained",)
     hits: dict[str, list[int]] = {n: [] for n in names}
     skipped = 0
     started = time.perf_counter()
     pop = bundle.popularity.astype(np.float64)
-    for row in replay.itertuples(index=False):
+    current, remap = bundle, None  # the retrained model, and the map to its movie indexes
+    for n_event, row in enumerate(replay.itertuples(index=False)):
+        if retrain_every > 0 and n_event and n_event % retrain_every == 0:
+            if progress:
+                progress(f"C: retraining after {n_event} replayed events")
+            so_far = pd.concat([train, replay.iloc[:n_event]])
+            current = train_models(dataset, params, weights, interactions=so_far).bundle
+            remap = _movie_map(bundle, current)
         uid = str(row.user_id)
         item = bundle.movies.get(str(row.movie_id))
         if item is None:
@@ -194,19 +210,25 @@ def protocol_stream(
         hits["popularity"].append(_rank(pop, seen, item))
         if uid in frozen:
             fh, fv = frozen[uid]
-            comps = component_scores(bundle, fh, replace(frozen_w, cf=1.0), vector=fv)
+            comps = component_scores(bundle, fh, frozen_w, vector=fv)
             hits["frozen_als"].append(_rank(comps["cf"], seen, item))
         else:
             hits["frozen_als"].append(_rank(pop, seen, item))
+        comps = component_scores(bundle, history, replace(weights, cf=1.0, item=1.0))
         if len(history):
-            comps = component_scores(bundle, history, replace(weights, cf=1.0, item=1.0))
             hits["live_als"].append(_rank(comps["cf"], seen, item))
             hits["live_ease"].append(_rank(comps["item"], seen, item))
-            total, _ = blend(comps, weights)
-            hits["live_hybrid"].append(_rank(total, seen, item))
         else:
-            for n in ("live_als", "live_ease", "live_hybrid"):
+            for n in ("live_als", "live_ease"):
                 hits[n].append(_rank(pop, seen, item))
+        # an empty history still has the popularity and stage components
+        hits["live_hybrid"].append(_rank(_hybrid(comps, weights, pop), seen, item))
+        if retrain_every > 0:
+            h = history if remap is None else _remapped(history, remap)
+            target = item if remap is None else int(remap[item])
+            scores = _hybrid(component_scores(current, h, weights), weights,
+                             current.popularity.astype(np.float64))
+            hits["live_hybrid_retrained"].append(_rank(scores, h.item_idx, target))
         apply_event(hist_rows, item, float(rule.from_ratings(row.rating)), float(row.timestamp),
                float(row.rating))
     elapsed = time.perf_counter() - started
@@ -223,11 +245,30 @@ def protocol_stream(
         "train_events": len(train),
         "replay_events": len(replay) - skipped,
         "skipped_unknown_movie": skipped,
+        "retrain_every": retrain_every,
         "blend_weights": weights.to_dict(),
         "validation_ndcg@10": val,
         "events_per_second": (len(replay) - skipped) / elapsed if elapsed else 0.0,
         "models": rows,
     }
+
+
+def _hybrid(comps: dict[str, np.ndarray], weights: BlendWeights, pop: np.ndarray) -> np.ndarray:
+    """The blend of the components, or popularity when there is none (as recommend())."""
+    return blend(comps, weights)[0] if comps else pop
+
+
+def _movie_map(first: ModelBundle, later: ModelBundle) -> np.ndarray | None:
+    """Indexes in ``later`` of ``first``'s movies (None when they are the same); a retrained
+    vocabulary keeps every movie and may add some."""
+    if list(first.movies.ids) == list(later.movies.ids):
+        return None
+    return later.movies.indices(first.movies.ids)
+
+
+def _remapped(history: UserHistory, remap: np.ndarray) -> UserHistory:
+    return UserHistory(remap[history.item_idx], history.confidence, history.timestamps,
+                       history.ratings)
 
 
 def _rank(scores: np.ndarray, seen: np.ndarray, item: int) -> int:

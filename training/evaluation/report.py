@@ -45,6 +45,7 @@ def run_evaluation(
     stratify: Stratify = "user",
     params: TrainParams | None = None,
     progress: Progress | None = None,
+    retrain_every: int = 0,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"dataset": dataset.name, "summary": dataset.summary()}
     if "topn" in protocols:
@@ -54,7 +55,8 @@ def run_evaluation(
     if "rating" in protocols:
         out["rating"] = protocol_rating(dataset, params, progress=progress)
     if "stream" in protocols:
-        out["stream"] = protocol_stream(dataset, params, progress=progress)
+        out["stream"] = protocol_stream(dataset, params, progress=progress,
+                                        retrain_every=retrain_every)
     return out
 
 
