@@ -63,7 +63,9 @@ def fit_weights_temporal(
     for n, row in enumerate(inner_val.itertuples(index=False)):
         item = inner.bundle.movies.get(str(row.movie_id))
         hist = histories.setdefault(str(row.user_id), [])
-        if item is not None and hist and n % step == 0:
+        # a user's first event counts too: the live system answers cold starts with the
+        # same blend (popularity and stage popularity), so their weights are fitted here
+        if item is not None and n % step == 0:
             cases.append(Case(history_of(hist), {item}))
         if item is not None:
             apply_event(hist, item, float(rule.from_ratings(row.rating)), float(row.timestamp),
