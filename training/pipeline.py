@@ -49,7 +49,7 @@ class TrainParams:
     rating_factors: int = 32
     rating_regularization: float = 0.12
     rating_bias_regularization: float = 1.0
-    rating_iterations: int = 12
+    rating_iterations: int = 8
     popularity_half_life_days: float | None = None
     sequence_decay: float = 0.8
     sequence_length: int = 20

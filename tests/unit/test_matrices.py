@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pytest
 
 from recsys_core.confidence import ConfidenceRule
 from recsys_core.vocab import Vocabulary
-from training.matrices import aggregate_pairs, build_training_data
+from training.matrices import aggregate_pairs, build_training_data, stable_order
 
 RULE = ConfidenceRule()
 NAN = float("nan")
@@ -159,3 +160,46 @@ def test_training_data_history_is_ordered_by_time() -> None:
     assert np.isnan(u1.ratings[0]) and u1.ratings[1] == 5.0
     u3 = data.history(data.users.index("u3"))
     assert u3.item_idx.tolist() == [1]
+
+
+@pytest.mark.parametrize(
+    "kind", ["int", "whole_float", "fractional_float", "wide_range", "one_key"]
+)
+def test_stable_order_equals_lexsort(kind: str) -> None:
+    rng = np.random.default_rng(7)
+    n = 3000
+    primary = rng.integers(-5, 40, n)
+    secondary: npt.NDArray[np.generic] = rng.integers(0, 9, n)  # many full ties
+    if kind == "whole_float":
+        secondary = secondary.astype(np.float64) + 1.6e9
+    elif kind == "fractional_float":
+        secondary = secondary + rng.choice([0.0, 0.5], n)
+    elif kind == "wide_range":  # the combined key would not fit in 64 bits
+        secondary = secondary * (1 << 61)
+    keys = (primary,) if kind == "one_key" else (secondary, primary)
+    np.testing.assert_array_equal(stable_order(*keys), np.lexsort(keys))
+
+
+def _aggregate_by_lexsort(events: pd.DataFrame) -> pd.DataFrame:
+    """The latest rating of each pair by a plain sort: time, then rating (NaN last)."""
+    rows = events.assign(rank=events["rating"].fillna(np.inf))
+    rows = rows.sort_values(["user_id", "movie_id", "timestamp", "rank"], kind="stable")
+    rated = rows[rows["rating"].notna()].groupby(["user_id", "movie_id"])["rating"].last()
+    return rated.rename("rating").reset_index()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_aggregate_pairs_latest_rating_with_many_same_time_ties(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 4000
+    events = pd.DataFrame({
+        "user_id": rng.integers(0, 20, n).astype(str),
+        "movie_id": rng.integers(0, 15, n).astype(str),
+        "rating": np.where(rng.random(n) < 0.3, np.nan, rng.integers(1, 11, n) / 2.0),
+        "timestamp": rng.integers(0, 4, n) * (1.0 if seed else 1.5),  # whole and fractional
+    })
+    got = aggregate_pairs(events, RULE)
+    expected = _aggregate_by_lexsort(events)
+    merged = got.merge(expected, on=["user_id", "movie_id"], how="left", suffixes=("", "_x"))
+    np.testing.assert_array_equal(merged["rating"].to_numpy(), merged["rating_x"].to_numpy())
+    assert merged["rating"].notna().sum() == len(expected) > 200

@@ -19,8 +19,10 @@ from threadpoolctl import threadpool_limits
 from recsys_core.confidence import ConfidenceRule
 from recsys_core.dataset import Dataset
 from recsys_core.metrics import rmse
+from recsys_core.rating import solve_user
 from recsys_core.vocab import Vocabulary
 from training.matrices import TrainingData, build_training_data
+from training.models import rating as rating_module
 from training.models.als import AlsModel, fit_als
 from training.models.content import fit_content_model, movie_tokens
 from training.models.ease import (
@@ -447,3 +449,42 @@ def test_rating_model_beats_the_global_mean_on_held_out_ratings(
     # about 0.89 against 1.11 on this split
     assert model_rmse < 0.95 * baseline
     assert model_rmse < 0.95
+
+
+def test_rating_half_step_equals_the_per_user_solve(split: Split) -> None:
+    """Every user's exact solve (float32, chunked, in one thread or dealt to two) against
+    :func:`recsys_core.rating.solve_user` in float64, item side held fixed."""
+    ratings = split.data.ratings
+    rng = np.random.default_rng(3)
+    q = (rng.standard_normal((ratings.shape[1], 8)) * 0.3).astype(np.float32)
+    b = (rng.standard_normal(ratings.shape[1]) * 0.2).astype(np.float32)
+    mean = float(ratings.data.mean())
+    layout = rating_module._Layout(ratings, mean, chunk_cells=2048)
+    one = rating_module._solve_side(layout, q, b, 0.12, 1.0, workers=1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(rating_module, "PARALLEL_MIN_ROWS", 1)
+        two = rating_module._solve_side(layout, q, b, 0.12, 1.0, workers=2)
+    np.testing.assert_array_equal(one[0], two[0])
+    np.testing.assert_array_equal(one[1], two[1])
+    for u in range(0, ratings.shape[0], 37):
+        s, e = ratings.indptr[u], ratings.indptr[u + 1]
+        idx = ratings.indices[s:e]
+        bias, x = solve_user(q[idx], b[idx], ratings.data[s:e], mean, 0.12, 1.0)
+        np.testing.assert_allclose(one[1][u], bias, atol=2e-5, err_msg=f"user {u}")
+        np.testing.assert_allclose(one[0][u], x, atol=2e-5, err_msg=f"user {u}")
+
+
+def test_rating_model_conjugate_gradient_matches_exact_solves(
+    split: Split, rating_model: RatingModel
+) -> None:
+    with threadpool_limits(1, "blas"):
+        exact = fit_rating_model(split.data.ratings, factors=32, iterations=12, seed=0,
+                                 cg_steps=0)
+    users = split.data.users.indices(split.test["user_id"], on_missing="minus_one")
+    movies = split.movies.indices(split.test["movie_id"], on_missing="minus_one")
+    known = (users >= 0) & (movies >= 0)
+    truth = split.test["rating"].to_numpy(np.float64)[known]
+    cg_rmse = rmse(truth, rating_model.predict(users[known], movies[known]))
+    exact_rmse = rmse(truth, exact.predict(users[known], movies[known]))
+    assert abs(cg_rmse - exact_rmse) < 0.002
+    assert not np.array_equal(rating_model.item_factors, exact.item_factors)
