@@ -26,10 +26,13 @@ from training.models import rating as rating_module
 from training.models.als import AlsModel, fit_als
 from training.models.content import fit_content_model, movie_tokens
 from training.models.ease import (
+    DENSE_ROW_SHARE,
     NeighborModel,
+    _symmetrise_upper,
     fit_ease,
     fit_item_knn,
     fit_neighbors,
+    gram_matrix,
     session_baskets,
 )
 from training.models.popularity import fit_popularity
@@ -488,3 +491,30 @@ def test_rating_model_conjugate_gradient_matches_exact_solves(
     exact_rmse = rmse(truth, exact.predict(users[known], movies[known]))
     assert abs(cg_rmse - exact_rmse) < 0.002
     assert not np.array_equal(rating_model.item_factors, exact.item_factors)
+
+
+@pytest.mark.parametrize("values", ["ones", "counts", "fractions"])
+def test_gram_matrix_with_dense_heavy_rows_equals_the_sparse_product(values: str) -> None:
+    # a power-law matrix: some rows long enough for the dense path, most short
+    rng = np.random.default_rng(5)
+    n_rows, n_cols = 400, 300
+    lengths = np.minimum(rng.pareto(1.2, n_rows).astype(int) + 1, n_cols)
+    rows = np.repeat(np.arange(n_rows), lengths)
+    cols = np.concatenate([rng.choice(n_cols, k, replace=False) for k in lengths])
+    data = {"ones": np.ones(rows.size), "counts": rng.integers(1, 4, rows.size).astype(float),
+            "fractions": rng.random(rows.size)}[values]
+    x = sp.csr_matrix((data, (rows, cols)), shape=(n_rows, n_cols))
+    assert 10 < (lengths > DENSE_ROW_SHARE * n_cols).sum() < n_rows // 2  # both paths
+    expected = (x.T @ x).toarray()
+    got = gram_matrix(x)
+    assert got.dtype == np.float64
+    if values == "fractions":
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    else:
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_symmetrise_upper_mirrors_the_upper_triangle() -> None:
+    a = np.random.default_rng(2).standard_normal((37, 37))
+    expected = np.triu(a) + np.triu(a, 1).T
+    np.testing.assert_array_equal(_symmetrise_upper(a.copy(), block=8), expected)

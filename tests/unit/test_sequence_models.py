@@ -13,7 +13,7 @@ from recsys_core.dataset import Dataset
 from recsys_core.scoring import stage_of
 from training.models.peers import fit_peer_sequences
 from training.models.popularity import fit_stage_popularity
-from training.models.sequence import context_matrix, fit_sequence
+from training.models.sequence import _newest, context_matrix, fit_sequence
 from training.pipeline import train_models
 
 I64 = np.int64
@@ -169,3 +169,10 @@ def test_pipeline_bundle_has_the_sequence_stage_and_peer_models(
     assert b.popularity[int(np.argmax(stage[0]))] > 0.8
     assert all(name in b.extra for name in PEER_ARRAYS)
     assert b.params["stage_per_octave"] == 2.0
+
+
+@pytest.mark.parametrize("count", [1, 7, 19, 20])
+def test_newest_events_at_a_tied_cut_are_the_later_ones(count: int) -> None:
+    times = np.array([5, 1, 5, 3, 5, 9, 1, 5, 3, 9, 2, 5, 5, 0, 7, 5, 4, 5, 6, 5], float)
+    expected = np.sort(np.argsort(times, kind="stable")[-count:])
+    np.testing.assert_array_equal(_newest(times, count), expected)

@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from recsys_core.artifacts import PEER_ARRAYS
+from training.matrices import stable_order
 
 
 def fit_peer_sequences(
@@ -28,7 +29,7 @@ def fit_peer_sequences(
     item_idx = np.asarray(item_idx, dtype=np.int64)
     timestamps = np.asarray(timestamps, dtype=np.float64)
     n = user_idx.size
-    order = np.lexsort((np.arange(n), timestamps, user_idx))
+    order = stable_order(timestamps, user_idx)  # ties in recorded order
     u, i, t = user_idx[order], item_idx[order], timestamps[order]
     first = np.r_[True, u[1:] != u[:-1]] if n else np.zeros(0, dtype=bool)
     starts = np.flatnonzero(first)

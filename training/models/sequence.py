@@ -21,6 +21,7 @@ import numpy.typing as npt
 import scipy.linalg
 import scipy.sparse as sp
 
+from training.matrices import stable_order
 from training.models.ease import NeighborModel, _top_n_rows
 
 
@@ -37,7 +38,7 @@ def context_matrix(
     weighted context over movies and its movie. Rows follow (user, time) order, ties in the
     order given."""
     max_lag = 2 * length if max_lag is None else max_lag
-    order = np.lexsort((np.arange(user_idx.size), timestamps, user_idx))
+    order = stable_order(timestamps, user_idx)  # ties in the order given
     u, i, t = user_idx[order], item_idx[order], timestamps[order]
     n = u.size
     # index of each interaction's second, counted over all users (ranks are differences)
@@ -64,6 +65,17 @@ def context_matrix(
     return x, i[has].astype(np.int64)
 
 
+def _newest(timestamps: npt.NDArray[np.float64], count: int) -> npt.NDArray[np.int64]:
+    """Positions of the ``count`` newest timestamps, in input order; among equal times at the
+    cut the later positions (as the last ``count`` of a stable sort by time), without
+    sorting them all."""
+    cut = timestamps.size - count
+    threshold = np.partition(timestamps, cut)[cut]
+    newer = np.flatnonzero(timestamps > threshold)
+    at = np.flatnonzero(timestamps == threshold)
+    return np.sort(np.concatenate([newer, at[at.size - (count - newer.size):]]))
+
+
 def fit_sequence(
     user_idx: npt.NDArray[np.int64],
     item_idx: npt.NDArray[np.int64],
@@ -83,7 +95,7 @@ def fit_sequence(
     item_idx = np.asarray(item_idx, dtype=np.int64)
     timestamps = np.asarray(timestamps, dtype=np.float64)
     if max_events is not None and item_idx.size > max_events:
-        newest = np.sort(np.argsort(timestamps, kind="stable")[-max_events:])
+        newest = _newest(timestamps, max_events)
         user_idx, item_idx, timestamps = user_idx[newest], item_idx[newest], timestamps[newest]
     counts = np.bincount(item_idx, minlength=n_items)
     head = np.flatnonzero(counts > 0)
@@ -109,7 +121,7 @@ def fit_sequence(
     rhs = (x.T @ target).toarray().astype(np.float32)
     b = scipy.linalg.cho_solve(scipy.linalg.cho_factor(gram, overwrite_a=True), rhs,
                                overwrite_b=True).astype(np.float64)
-    sub = _top_n_rows(b, top_n)
+    sub = _top_n_rows(b, top_n, overwrite=True)
     lengths = np.zeros(n_items, dtype=np.int64)
     lengths[head] = np.diff(sub.indptr)
     indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
