@@ -105,15 +105,28 @@ def explain(
     items: npt.NDArray[np.int64],
 ) -> list[str]:
     """One reason per recommended movie index, from the blend's weighted parts."""
+    return explain_items(bundle, history, weights, {n: p[items] for n, p in parts.items()},
+                         items)
+
+
+def explain_items(
+    bundle: ModelBundle,
+    history: UserHistory,
+    weights: BlendWeights,
+    item_parts: dict[str, F64],
+    items: npt.NDArray[np.int64],
+) -> list[str]:
+    """:func:`explain` from the weighted parts of the recommended movies only (aligned with
+    ``items``), as candidate scoring gives them."""
     reasons: list[str] = []
-    names = [n for n in parts if n != "popularity" or len(parts) == 1]
+    names = [n for n in item_parts if n != "popularity" or len(item_parts) == 1]
     liked = history.item_idx[history.confidence > np.median(history.confidence)] if len(
         history) else history.item_idx
     if liked.size == 0:
         liked = history.item_idx
     targets = items.tolist()
-    winners = {t: max(names, key=lambda n: parts[n][t]) if names else "popularity"
-               for t in targets}
+    winners = {t: max(names, key=lambda n: item_parts[n][j]) if names else "popularity"
+               for j, t in enumerate(targets)}
     sources: dict[str, dict[int, int]] = {}
     recency = {
         "item": (1.0, len(history) + 1),

@@ -95,7 +95,7 @@ def problem(status: int, error: str, detail: str, headers: dict[str, str] | None
 
 def create_app(settings: ServingSettings | None = None) -> FastAPI:
     settings = settings or ServingSettings()
-    holder = ModelHolder(settings.model_dir)
+    holder = ModelHolder(settings.model_dir, settings.api_candidate_threshold)
     state = StateReader(settings.redis_url, settings.keys, settings.api_redis_timeout_seconds,
                         cap=settings.user_history_cap)
     sender = EventSender(settings)

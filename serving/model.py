@@ -18,6 +18,7 @@ import numpy.typing as npt
 from rapidfuzz import fuzz, process
 
 from recsys_core.artifacts import ModelBundle
+from recsys_core.candidates import CandidateIndex
 from recsys_core.confidence import ConfidenceRule
 from recsys_core.errors import ArtifactError, ModelNotLoaded
 from recsys_core.scoring import BlendWeights
@@ -102,6 +103,8 @@ class ServingModel:
     """One loaded model version and what requests derive from it."""
 
     bundle: ModelBundle
+    #: catalogues with more movies are scored over candidates (:mod:`recsys_core.candidates`)
+    candidate_threshold: int = 20_000
     loaded_at: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
@@ -123,6 +126,8 @@ class ServingModel:
                     self.genre_masks.setdefault(g.lower(), np.zeros(b.n_items, bool))[i] = True
         self.genre_names = sorted({g for j in b.genres.tolist() for g in str(j).split("|") if g})
         self.titles = TitleIndex(b.titles, b.popularity)
+        self.candidates: CandidateIndex | None = (
+            CandidateIndex.build(b) if b.n_items > self.candidate_threshold else None)
 
     @property
     def n_items(self) -> int:
@@ -179,8 +184,9 @@ class ModelHolder:
     the caller's thread and swaps it in with one assignment, so a request always scores
     against one version from start to end."""
 
-    def __init__(self, model_dir: Path) -> None:
+    def __init__(self, model_dir: Path, candidate_threshold: int = 20_000) -> None:
         self.registry = ModelRegistry(model_dir)
+        self.candidate_threshold = candidate_threshold
         self._model: ServingModel | None = None
         self._lock = threading.Lock()
         self.last_error: str | None = None
@@ -204,7 +210,7 @@ class ModelHolder:
                 if version is None or (self._model and self._model.version == version):
                     return False
                 started = time.perf_counter()
-                model = ServingModel(self.registry.load(version))
+                model = ServingModel(self.registry.load(version), self.candidate_threshold)
             except (ArtifactError, OSError) as exc:
                 self.last_error = f"model not loaded: {exc}"
                 log.warning("%s", self.last_error)

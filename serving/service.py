@@ -17,9 +17,10 @@ import numpy as np
 import numpy.typing as npt
 
 from adapters.redis_store import UserSnapshot
+from recsys_core.candidates import recommend_candidates
 from recsys_core.errors import InvalidEvent, ModelNotLoaded
 from recsys_core.events import Event, EventType, parse_event
-from recsys_core.explain import content_reason, explain
+from recsys_core.explain import content_reason, explain_items
 from recsys_core.history import UserHistory
 from recsys_core.rating import predict_rating
 from recsys_core.scoring import content_profile, recommend, top_k, user_vector
@@ -144,13 +145,24 @@ class Service:
         view = self.user_view(model, snap)
         timings: dict[str, float] = {}
         extra = [i for i in (model.bundle.movies.get(m) for m in exclude) if i is not None]
-        idx, scores, parts = recommend(model.bundle, view.history, model.weights, k=k,
-                                       exclude_seen=exclude_seen, allowed=allowed,
-                                       vector=view.vector, timings=timings,
-                                       exclude=np.asarray(extra, dtype=np.int64))
+        excluded = np.asarray(extra, dtype=np.int64)
+        found = None
+        if model.candidates is not None:  # a large catalogue: score candidates only
+            found = recommend_candidates(model.bundle, model.candidates, view.history,
+                                         model.weights, k=k, exclude_seen=exclude_seen,
+                                         allowed=allowed, vector=view.vector,
+                                         exclude=excluded)
+        if found is not None:
+            idx, scores, item_parts = found
+        else:
+            idx, scores, parts = recommend(model.bundle, view.history, model.weights, k=k,
+                                           exclude_seen=exclude_seen, allowed=allowed,
+                                           vector=view.vector, timings=timings,
+                                           exclude=excluded)
+            item_parts = {n: p[idx] for n, p in parts.items()}
         for name, seconds in timings.items():
             metrics.BLEND_SECONDS.labels(name).observe(seconds)
-        reasons = explain(model.bundle, view.history, model.weights, parts, idx)
+        reasons = explain_items(model.bundle, view.history, model.weights, item_parts, idx)
         items = [self._item(model, int(i), float(s), r)
                  for i, s, r in zip(idx, scores, reasons, strict=True)]
         picks = self._new_movie_picks(model, view, k, genres, year_min, year_max, exclude)
@@ -181,11 +193,14 @@ class Service:
             return []
         b = model.bundle
         profile = content_profile(b, view.history).astype(np.float32)
-        raw = b.content_vectors @ profile
-        std = float(raw.std())
+        if model.candidates is not None:  # the catalogue's mean and deviation, no pass
+            mean, std = model.candidates.content_moments.of_product(profile)
+        else:
+            raw = b.content_vectors @ profile
+            mean, std = float(raw.mean()), float(raw.std())
         if std == 0.0:
             return []
-        z = (new.vectors @ profile - float(raw.mean())) / std
+        z = (new.vectors @ profile - mean) / std
         seen = set(view.snapshot.table.movie_ids) if view.snapshot is not None else set()
         wanted = {g.lower() for g in genres}
         picks = []

@@ -30,6 +30,10 @@ class ServingSettings(CommonSettings):
     api_cache_size: int = Field(10_000, ge=0, le=10_000_000, description="Recommendation "
                                 "responses kept per API process, keyed by user state revision "
                                 "and model version (0: off)")
+    api_candidate_threshold: int = Field(20_000, ge=0, description="Catalogues with more "
+                                         "movies than this are scored over a candidate set "
+                                         "(the best of each component) instead of every "
+                                         "movie (0: always)")
     log_level: str = Field("info", description="Log level of every role")
 
     @property
