@@ -11,7 +11,9 @@
 Each measured step runs in a fresh child process so that each peak RSS (the
 child's ``VmHWM``) is its own: the pipeline in one child (it saves the confidence matrix it
 built), then the bare ``AlternatingLeastSquares(factors=64, iterations=15,
-regularization=<the pipeline's>, use_gpu=False)`` fit on that matrix in another.
+regularization=<the pipeline's>, use_gpu=False)`` fit on that matrix in another, with the
+pipeline's conjugate-gradient steps per half-step (``cg_steps``) and, when those differ,
+also with ``implicit``'s default (3).
 
 Run: ``python -m benchmarks.training [--interactions 10_000_000] [--users N] [--movies M]
 [--seed 0] [--skip-ml100k] [--repeats 3] [--json PATH]``.
@@ -39,7 +41,7 @@ from rich.table import Table
 from benchmarks.harness import DATA_DIR, ROOT
 
 console = Console()
-TRAIN_PHASES = ("prepare", "als", "neighbors", "content", "popularity", "rating")
+TRAIN_PHASES = ("prepare", "als", "neighbors", "sequence", "content", "popularity", "rating")
 
 
 def peak_rss_mb() -> float:
@@ -97,11 +99,14 @@ def child_pipeline(args: argparse.Namespace) -> None:
     if run is not None:
         sp.save_npz(args.matrix, run.models.data.confidence, compressed=False)
         _emit(kind="done", peak_rss_mb=peak_rss_mb(),
-              als_regularization=run.models.als.regularization)
+              als_regularization=run.models.als.regularization,
+              als_cg_steps=run.models.bundle.manifest["params"].get("als_cg_steps", 3))
 
 
 def child_implicit(args: argparse.Namespace) -> None:
-    """``--repeats`` bare ``implicit`` fits on the saved confidence matrix."""
+    """``--repeats`` bare ``implicit`` fits on the saved confidence matrix with the pipeline's
+    CG steps (``seconds``), then, when those differ from ``implicit``'s default (3), as many
+    with the default (``default_seconds``)."""
     import numpy as np
     import scipy.sparse as sp
     from implicit.als import AlternatingLeastSquares
@@ -109,16 +114,19 @@ def child_implicit(args: argparse.Namespace) -> None:
 
     matrix = sp.load_npz(args.matrix).tocsr().astype(np.float32)
     loaded = peak_rss_mb()
-    times = []
-    for _ in range(args.repeats):
-        with threadpool_limits(1, "blas"):  # as the pipeline; implicit's own threads: all CPUs
-            model = AlternatingLeastSquares(
-                factors=64, iterations=15, regularization=args.regularization, alpha=1.0,
-                use_gpu=False, random_state=0, calculate_training_loss=False)
-            t = time.perf_counter()
-            model.fit(matrix, show_progress=False)
-            times.append(time.perf_counter() - t)
-    _emit(kind="done", seconds=times, loaded_rss_mb=loaded, peak_rss_mb=peak_rss_mb(),
+    times: dict[int, list[float]] = {}
+    for steps in dict.fromkeys([args.cg_steps, 3]):
+        for _ in range(args.repeats):
+            with threadpool_limits(1, "blas"):  # as the pipeline; implicit's threads: all CPUs
+                model = AlternatingLeastSquares(
+                    factors=64, iterations=15, regularization=args.regularization, alpha=1.0,
+                    use_gpu=False, random_state=0, calculate_training_loss=False)
+                model.cg_steps = steps
+                t = time.perf_counter()
+                model.fit(matrix, show_progress=False)
+                times.setdefault(steps, []).append(time.perf_counter() - t)
+    _emit(kind="done", seconds=times[args.cg_steps], cg_steps=args.cg_steps,
+          default_seconds=times[3], loaded_rss_mb=loaded, peak_rss_mb=peak_rss_mb(),
           shape=list(matrix.shape), nnz=int(matrix.nnz))
 
 
@@ -162,8 +170,8 @@ def measure(source: str, runs: str, scratch: Path, repeats: int, holdout: float,
     done = next(r for r in records if r["kind"] == "done")
     bar.update(task, description=f"{title}: bare implicit fit")
     bare = run_child(["--child", "implicit", "--matrix", str(matrix), "--repeats",
-                      str(repeats), "--regularization", str(done["als_regularization"])],
-                     lambda r: None)[-1]
+                      str(repeats), "--regularization", str(done["als_regularization"]),
+                      "--cg-steps", str(done["als_cg_steps"])], lambda r: None)[-1]
     bar.update(task, description=f"{title}: done", total=1, completed=1)
     return {
         "loaded": next(r for r in records if r["kind"] == "loaded"),
@@ -194,7 +202,8 @@ def summarise(run: dict[str, Any], bare_s: float) -> dict[str, float]:
 def report(name: str, result: dict[str, Any]) -> None:
     bare = result["implicit"]
     bare_s = min(bare["seconds"])
-    t = Table(title=f"{name}: retrain + publish, seconds (load after: {result['load_after']})")
+    t = Table(title=f"{name}: retrain + publish, seconds (load average before: "
+                    f"{result.get('load_before', '?')}, after: {result['load_after']})")
     t.add_column("phase")
     rows = [summarise(run, bare_s) for run in result["runs"]]
     for run in result["runs"]:
@@ -209,9 +218,14 @@ def report(name: str, result: dict[str, Any]) -> None:
         t.add_row(label, *(f"{r[key]:.2f}" for r in rows))
     console.print(t)
     loaded = result["loaded"]
+    default_s = min(bare["default_seconds"])
     console.print(
-        f"bare implicit fit: {', '.join(f'{s:.2f}' for s in bare['seconds'])} s "
-        f"(best {bare_s:.2f} s) on {bare['shape'][0]:,} × {bare['shape'][1]:,}, "
+        f"bare implicit fit ({bare['cg_steps']} CG steps, as the pipeline): "
+        f"{', '.join(f'{s:.2f}' for s in bare['seconds'])} s "
+        f"(best {bare_s:.2f} s); with implicit's default 3 CG steps: "
+        f"{', '.join(f'{s:.2f}' for s in bare['default_seconds'])} s (best {default_s:.2f} s; "
+        f"ratio retrain + publish / that: {rows[0]['train_publish'] / default_s:.2f}) "
+        f"on {bare['shape'][0]:,} × {bare['shape'][1]:,}, "
         f"{bare['nnz']:,} nnz; peak RSS {bare['peak_rss_mb']:,.0f} MB "
         f"({bare['loaded_rss_mb']:,.0f} MB after loading the matrix)")
     console.print(
@@ -246,6 +260,7 @@ def main() -> None:
     ap.add_argument("--model-dir", help=argparse.SUPPRESS)
     ap.add_argument("--matrix", help=argparse.SUPPRESS)
     ap.add_argument("--regularization", type=float, default=0.5, help=argparse.SUPPRESS)
+    ap.add_argument("--cg-steps", type=int, default=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child == "pipeline":
         return child_pipeline(args)
@@ -261,9 +276,10 @@ def main() -> None:
         with Progress(*columns, console=console) as bar:
             if not args.skip_ml100k:
                 runs = ",".join(["first", *["reuse"] * args.repeats, "fit"])
+                load_start = load()
                 results["ml-100k"] = measure("ml-100k", runs, scratch, args.repeats,
                                              args.holdout_fraction, bar, "ml-100k")
-                results["ml-100k"]["load_after"] = load()
+                results["ml-100k"].update(load_before=load_start, load_after=load())
             if args.interactions > 0:
                 task = bar.add_task("synthetic: generating", total=None)
                 t = time.perf_counter()
@@ -275,10 +291,11 @@ def main() -> None:
                 del arrays
                 bar.update(task, description=f"synthetic: generated in {gen_s:.1f}s",
                            total=1, completed=1)
+                load_start = load()
                 result = measure(str(path), "first", scratch, 1, args.holdout_fraction, bar,
                                  "synthetic")
                 results["synthetic"] = {**result, "generate_seconds": gen_s, "shape": shape,
-                                        "load_after": load()}
+                                        "load_before": load_start, "load_after": load()}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     if "ml-100k" in results:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.training import TRAIN_PHASES
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -26,7 +28,11 @@ def test_training_benchmark_runs_end_to_end_on_a_tiny_synthetic_dataset(tmp_path
     assert run["published"] and run["version"] == 1
     assert run["window"]["interactions"] == 20_000
     assert run["seconds"]["total"] > 0 and run["seconds"]["publish"] > 0
+    # every training phase the pipeline times is one row of the report
+    phases = {k.removeprefix("train_") for k in run["seconds"] if k.startswith("train_")}
+    assert phases - {"total"} == set(TRAIN_PHASES)
     assert result["pipeline_peak_rss_mb"] > result["loaded"]["imported_rss_mb"] > 0
     bare = result["implicit"]
     assert bare["nnz"] == 20_000 and len(bare["seconds"]) == 1
+    assert bare["cg_steps"] == 2 and len(bare["default_seconds"]) == 1
     assert bare["peak_rss_mb"] > 0

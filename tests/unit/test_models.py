@@ -518,3 +518,22 @@ def test_symmetrise_upper_mirrors_the_upper_triangle() -> None:
     a = np.random.default_rng(2).standard_normal((37, 37))
     expected = np.triu(a) + np.triu(a, 1).T
     np.testing.assert_array_equal(_symmetrise_upper(a.copy(), block=8), expected)
+
+
+@pytest.mark.parametrize("cg_steps", [0, 2])
+def test_als_cg_steps_reach_implicit(split: Split, cg_steps: int) -> None:
+    from implicit.als import AlternatingLeastSquares
+
+    ours = fit_als(split.data.confidence, factors=8, regularization=0.1, iterations=3, seed=0,
+                   cg_steps=cg_steps)
+    with threadpool_limits(1, "blas"):
+        bare = AlternatingLeastSquares(factors=8, regularization=0.1, alpha=1.0, iterations=3,
+                                       use_gpu=False, use_cg=cg_steps > 0, random_state=0)
+        bare.cg_steps = cg_steps or 3
+        bare.fit(split.data.confidence.astype(np.float32).tocsr(), show_progress=False)
+        other = AlternatingLeastSquares(factors=8, regularization=0.1, alpha=1.0, iterations=3,
+                                        use_gpu=False, use_cg=True, random_state=0)
+        other.cg_steps = 3 if cg_steps != 3 else 2
+        other.fit(split.data.confidence.astype(np.float32).tocsr(), show_progress=False)
+    np.testing.assert_allclose(ours.item_factors, bare.item_factors, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(ours.item_factors, other.item_factors, rtol=1e-3, atol=1e-4)
