@@ -6,6 +6,10 @@ Parts (all by default; pick with ``--parts``):
   ``GET /v1/users/{u}/recommendations?k=10`` next to the trivial ``GET /healthz`` served the
   same way in the same run (the ratio is the headline figure);
 - ``large``: the same on a synthetic 100,000-movie model, with the API's resident memory;
+- ``candidates``: candidate scoring (:mod:`recsys_core.candidates`) forced onto the ml-100k
+  model, every training user's top-10 next to full scoring: how often it differs, with the
+  default candidate sizes and with every size cut to a tenth and a fiftieth (the candidate
+  share of a 100,000-movie catalogue is a few per cent);
 - ``freshness``: a rating produced to Kafka (one stream worker) → the first API answer
   that reflects it (the rated movie leaves the user's top-10), p50/p99;
 - ``protocol-c``: protocol C through the live system: the newest 20 % of ml-100k replayed
@@ -273,6 +277,44 @@ def offline_protocol_c(model_dir: Path, limit: int | None) -> dict[str, Any]:
     return {"events": result["replay_events"], **result["models"]["live_hybrid"]}
 
 
+def candidates_part(model_dir: Path, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Top-10 of candidate scoring against full scoring for every user of ``events``."""
+    from recsys_core.candidates import CandidateIndex, recommend_candidates
+    from recsys_core.scoring import BlendWeights, recommend
+    from recsys_core.userstate import PairState, PairTable, history_from_pairs
+    from serving.model import ServingModel
+
+    bundle = ModelRegistry(model_dir).load()
+    model = ServingModel(bundle)
+    weights = BlendWeights.from_dict(bundle.manifest.get("blend_weights", {}))
+    pairs: dict[str, dict[str, PairState]] = {}
+    for e in events:
+        ts = time.mktime(time.strptime(e["occurred_at"], "%Y-%m-%dT%H:%M:%SZ"))
+        pairs.setdefault(e["user_id"], {})[e["movie_id"]] = PairState(ts, e["rating"], None,
+                                                                     ts)
+    histories = [history_from_pairs(PairTable.from_pairs(p), bundle, model.rule)[0]
+                 for p in pairs.values()]
+    sizes = {"default": {}, "tenth": dict(popular=50, stage_popular=20, cf_count=100,
+                                          content_count=30, neighbor_count=50),
+             "fiftieth": dict(popular=10, stage_popular=4, cf_count=20, content_count=6,
+                              neighbor_count=10)}
+    out: dict[str, Any] = {"users": len(histories), "items": bundle.n_items,
+                           "weights": {k: v for k, v in weights.to_dict().items()
+                                       if not k.endswith(("_decay", "_length")) and v}}
+    fulls = [recommend(bundle, h, weights, 10)[0].tolist() for h in histories]
+    for name, kw in sizes.items():
+        index = CandidateIndex.build(bundle, **kw)  # type: ignore[arg-type]
+        same = overlap = 0
+        for h, full in zip(histories, fulls, strict=True):
+            found = recommend_candidates(bundle, index, h, weights, 10)
+            got = full if found is None else found[0].tolist()
+            same += got == full
+            overlap += len(set(got) & set(full))
+        out[name] = {"identical_top10": same / len(histories),
+                     "mean_overlap": overlap / len(histories) / 10}
+    return out
+
+
 # ------------------------------------------------------------------ main
 
 
@@ -293,7 +335,7 @@ def main() -> None:
         scratch = Path(tmp)
         n_events = len(load_dataset("ml-100k", DATA_DIR).interactions)
         split = int(round(0.8 * n_events))
-        if parts & {"latency", "freshness", "protocol-c"}:
+        if parts & {"latency", "freshness", "protocol-c", "candidates"}:
             model_dir = scratch / "models"
             if "protocol-c" in parts:
                 console.print("protocol C offline (trains the model served below) ...")
@@ -309,6 +351,10 @@ def main() -> None:
                                       topic_prefix="bench.")
             ensure_topics(settings, 4)
             bundle = ModelRegistry(model_dir).load()
+            if "candidates" in parts:
+                console.print("candidate scoring against full scoring ...")
+                results["candidates"] = candidates_part(model_dir,
+                                                        dataset_events("ml-100k", 0, split))
             seed(settings, bundle, dataset_events("ml-100k", 0, split), "seeding ml-100k users")
             users = sorted({e["user_id"] for e in dataset_events("ml-100k", 0, split)})
             with api_process(env, scratch / "api.log") as (proc, base):
@@ -391,6 +437,12 @@ def report(results: dict[str, Any]) -> None:
         lat_rows("ml-100k", results["latency"])
     if "large" in results:
         lat_rows(f"{results['large']['items']:,} movies", results["large"])
+    if "candidates" in results:
+        c = results["candidates"]
+        for name in ("default", "tenth", "fiftieth"):
+            t.add_row("candidates", f"top-10 vs full scoring, {name} sizes",
+                      f"identical {c[name]['identical_top10']:.3f}, overlap "
+                      f"{c[name]['mean_overlap']:.3f} ({c['users']} users)")
     if "freshness" in results:
         f = results["freshness"]
         t.add_row("freshness", "event → next answer reflects it",

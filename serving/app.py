@@ -33,6 +33,7 @@ from serving.producer import EventSender
 from serving.service import ApiError, Service
 from serving.settings import ServingSettings
 from serving.state import StateReader
+from serving.tracking import StateTracker
 from serving.updates import UpdateHub
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     sender = EventSender(settings)
     service = Service(holder, state, sender, settings.api_max_batch)
     hub = UpdateHub(settings.redis_url, settings.keys.user_updates())
+    # which users' cached answers are current, kept so by Redis invalidations
+    tracker = StateTracker(settings.redis_url, settings.keys.meta("")[:-1],
+                           settings.api_cache_size, settings.api_redis_timeout_seconds * 4)
     if not settings.api_key:
         log.warning("RECSYS_API_KEY is empty: write and admin endpoints are open "
                     "(development only)")
@@ -109,6 +113,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         while True:
             await asyncio.sleep(settings.api_model_poll_seconds)
             try:
+                if settings.api_cache_size:
+                    await tracker.maintain()
                 await asyncio.to_thread(holder.refresh)
                 await asyncio.to_thread(service.refresh_new_movies)
             except Exception:  # noqa: BLE001 - a bad version must not stop the polling
@@ -117,6 +123,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(holder.refresh)
+        if settings.api_cache_size:
+            await tracker.maintain()
         poller = asyncio.create_task(poll_models())
         hub.start()
         try:
@@ -125,6 +133,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
+            tracker.close()
             await hub.stop()
             await asyncio.to_thread(sender.close)
             with contextlib.suppress(TimeoutError):
@@ -141,6 +150,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.state.service = service
     app.state.settings = settings
     app.state.hub = hub
+    app.state.tracker = tracker
     app.add_middleware(MetricsMiddleware)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
@@ -208,12 +218,29 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         popularity blended with the trainer's weights; a reason per movie. A user with no
         history gets popular movies and ``fallback_reason: cold_start``."""
         model = service.model()
-        snap = await service.snapshot_async(model, user_id)
-        key = None
-        if snap is not None and snap.rev > 0:  # the same state, model and question
+
+        def cache_key(rev: int) -> tuple[Any, ...]:  # the same state, model and question
             new = service.new_movies
-            key = (user_id, snap.rev, model.version, len(new), tuple(new.movie_ids[-1:]), k,
-                   tuple(genre or ()), year_min, year_max, exclude_seen, tuple(exclude or ()))
+            return (user_id, rev, model.version, len(new), tuple(new.movie_ids[-1:]), k,
+                    tuple(genre or ()), year_min, year_max, exclude_seen,
+                    tuple(exclude or ()))
+
+        meta = settings.keys.meta(user_id)
+        if cache.size:  # a user whose current revision is known: no round trip
+            known = tracker.known(meta)
+            if known is not None:
+                hit = cache.get(cache_key(known))
+                if hit is not None:
+                    return Response(hit, media_type="application/json")
+        token = tracker.begin(meta) if cache.size else None
+        snap = None
+        try:
+            snap = await service.snapshot_async(model, user_id)
+        finally:
+            tracker.end(meta, token, snap.rev if snap is not None and snap.rev > 0 else None)
+        key = None
+        if snap is not None and snap.rev > 0:
+            key = cache_key(snap.rev)
             hit = cache.get(key)
             if hit is not None:
                 return Response(hit, media_type="application/json")
