@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import tempfile
 import time
 import urllib.request
@@ -60,6 +61,22 @@ async def raw_consume(bootstrap: str, topic: str, expected: int) -> float:
     return time.perf_counter() - (first or time.perf_counter())
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """CPU time (user + system) of a process and all its descendants so far (Linux /proc);
+    0 when it is gone."""
+    if pid is None:
+        return 0.0
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2:].split()
+        own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+                    for c in (task / "children").read_text().split()]
+    except (OSError, ValueError):
+        return 0.0
+    return own + sum(cpu_seconds(c) for c in children)
+
+
 def metric_values(port: int, name: str) -> list[float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     return [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
@@ -94,12 +111,18 @@ def main() -> None:
         log_key = settings.keys.event_log()
         env = stack_env(stack, model_dir, run_dir, RECSYS_STREAM_PARTITIONS=str(PARTITIONS))
         with ExitStack() as workers:
-            ports = [workers.enter_context(worker(env, run_dir / f"worker-{n}.log"))[1]
-                     for n in range(args.workers)]
+            started = [workers.enter_context(worker(env, run_dir / f"worker-{n}.log"))
+                       for n in range(args.workers)]
+            ports = [port for _, port in started]
+            pids = {"worker": [proc.pid for proc, _ in started], "redis": [stack.redis.pid],
+                    "broker": [stack.kafka.pid]}
             wait_for(lambda: r.xlen(log_key) > 0, 120, 0.01)
             t = time.perf_counter()
+            cpu0 = {role: sum(map(cpu_seconds, p)) for role, p in pids.items()}
+            load = os.getloadavg()
             wait_for(lambda: r.xlen(log_key) >= len(messages), 600, 0.01)
             ingest_s = time.perf_counter() - t
+            cpu = {role: sum(map(cpu_seconds, p)) - cpu0[role] for role, p in pids.items()}
             wait_for(lambda: all(metric_values(p, "recsys_stream_consumer_lag")
                                  and max(metric_values(p, "recsys_stream_consumer_lag")) == 0
                                  for p in ports), 30, 0.5)
@@ -120,6 +143,8 @@ def main() -> None:
     print(f"ratio worker/raw: {rate / raw_rate:.3f}; consumer lag at the end: {lag:.0f}")
     print(f"processing (validate, Redis, fold-in) took {busy:.2f}s of the {ingest_s:.2f}s, "
           f"in {batches:.0f} batches ({len(messages) / max(batches, 1):.0f} events each)")
+    print("CPU during ingestion, s: " + ", ".join(f"{role} {v:.2f}" for role, v in cpu.items())
+          + f"; load average at its start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")
     print(f"equivalence: {equal}/{total} users equal to the offline computation "
           f"(max vector difference {worst:.2e})")
     print(f"freshness, produce -> vector updated: p50 {fresh[0] * 1000:.1f} ms, "

@@ -25,6 +25,7 @@ from adapters.redis_store import UserStateStore
 from recsys_core.errors import RecsysError
 from recsys_core.events import EventType
 from streams import metrics
+from streams.faust_tuning import deliver_fetches_whole, limit_fetch_wait, raw_schema
 from streams.offload import ProcessOffload
 from streams.processor import ModelView, Record, StreamProcessor
 from streams.settings import StreamSettings
@@ -123,31 +124,9 @@ class QuietMonitor(Monitor):  # type: ignore[misc]
         return None
 
 
-def limit_fetch_wait(max_wait_ms: int) -> None:
-    """Cap how long a fetch may wait on the broker for new data.
-
-    Faust fixes aiokafka's ``fetch_max_wait_ms`` at 1500 ms. Kafka answers a waiting fetch as
-    soon as data arrives, but the embedded development broker waits out the full time, which
-    would add up to 1.5 s between an event and its processing; a short wait keeps freshness in
-    milliseconds on both, for a few more idle fetch requests.
-    """
-    from faust.transport.drivers import aiokafka as driver
-
-    original = driver.AIOKafkaConsumerThread._create_worker_consumer
-    if getattr(original, "_recsys_patched", False):
-        return
-
-    def create(self: Any, transport: Any) -> Any:
-        consumer = original(self, transport)
-        consumer._fetch_max_wait_ms = max_wait_ms
-        return consumer
-
-    create._recsys_patched = True  # type: ignore[attr-defined]
-    driver.AIOKafkaConsumerThread._create_worker_consumer = create  # type: ignore[method-assign]
-
-
 def create_app(settings: StreamSettings) -> faust.App:
     limit_fetch_wait(settings.stream_fetch_max_wait_ms)
+    deliver_fetches_whole()
     app = faust.App(
         settings.stream_app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -173,7 +152,7 @@ def create_app(settings: StreamSettings) -> faust.App:
     app.recsys_state = state  # type: ignore[attr-defined]
 
     for kind in KINDS:
-        topic = app.topic(settings.topic(kind), key_serializer="raw", value_serializer="raw")
+        topic = app.topic(settings.topic(kind), schema=raw_schema())
         dlq = app.topic(settings.dead_letter_topic(kind), key_serializer="raw",
                         value_serializer="raw")
         app.agent(topic, name=f"recsys-{kind}")(_agent(kind, dlq, state))
@@ -241,11 +220,8 @@ def _agent(kind: EventType, dlq: faust.TopicT, state: WorkerState) -> Any:
     async def agent(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.stream_batch_size,
                                                within=settings.stream_batch_seconds):
-            records = [
-                Record(e.value, e.message.topic, e.message.partition, e.message.offset,
-                       e.key)
-                for e in events
-            ]
+            records = [Record(e.value, m.topic, m.partition, m.offset, e.key)
+                       for e in events for m in (e.message,)]
             result = await state.process(kind, records)
             for letter in result.dead_letters:
                 await dlq.send(key=letter.key, value=letter.value)
@@ -260,9 +236,11 @@ def _agent(kind: EventType, dlq: faust.TopicT, state: WorkerState) -> Any:
             metrics.VECTORS.inc(result.vectors_updated)
             metrics.BATCH_SECONDS.labels(kind).observe(result.seconds)
             metrics.BATCH_EVENTS.labels(kind).observe(len(records))
-            for r in records:
-                key = (r.topic, r.partition)
-                if r.offset > state.last_offset.get(key, -1):
-                    state.last_offset[key] = r.offset
+            newest: dict[tuple[str, int], int] = {}
+            for r in records:  # in offset order within a partition
+                newest[r.topic, r.partition] = r.offset
+            for tp, offset in newest.items():
+                if offset > state.last_offset.get(tp, -1):
+                    state.last_offset[tp] = offset
 
     return agent

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import numpy as np
 
@@ -26,9 +27,8 @@ from recsys_core.userstate import AffinityIndex, encode_vector, history_from_pai
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Record:
-    """One consumed message."""
+class Record(NamedTuple):
+    """One consumed message (a tuple: cheap to build and to send to the helper process)."""
 
     value: bytes | None
     topic: str
