@@ -73,32 +73,36 @@ class CoarseIndex:
         train = x[rng.choice(n, size=min(n, sample), replace=False)]
         centroids = train[rng.choice(train.shape[0], size=k, replace=False)].copy()
         for _ in range(iterations):
-            assign = cls._assign(train, centroids)
+            assign, _ = cls._assign(train, centroids)
             sums = np.zeros_like(centroids)
             np.add.at(sums, assign, train)
             counts = np.bincount(assign, minlength=k)
             filled = counts > 0
             centroids[filled] = sums[filled] / counts[filled, None]
-        assign = cls._assign(x, centroids)
+        assign, dist_sq = cls._assign(x, centroids)
         order = np.argsort(assign, kind="stable").astype(np.int64)
         starts = np.zeros(k + 1, dtype=np.int64)
         starts[1:] = np.cumsum(np.bincount(assign, minlength=k))
-        dist = np.linalg.norm(x - centroids[assign], axis=1)
-        radius = np.zeros(k, dtype=np.float32)
-        np.maximum.at(radius, assign, dist.astype(np.float32))
-        return cls(centroids, radius, order, starts)
+        radius_sq = np.zeros(k, dtype=np.float32)
+        np.maximum.at(radius_sq, assign, dist_sq)
+        return cls(centroids, np.sqrt(radius_sq), order, starts)
 
     @staticmethod
     def _assign(x: npt.NDArray[np.float32], centroids: npt.NDArray[np.float32],
-                chunk: int = 8192) -> npt.NDArray[np.int64]:
-        """Nearest centroid of each row, in chunks (bounded memory)."""
+                chunk: int = 1024) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Nearest centroid of each row and the squared distance to it, in small chunks (no
+        temporary as large as the matrix: the API's resident memory stays flat)."""
         c_sq = (centroids * centroids).sum(axis=1)
-        out = np.empty(x.shape[0], dtype=np.int64)
+        assign = np.empty(x.shape[0], dtype=np.int64)
+        dist_sq = np.empty(x.shape[0], dtype=np.float32)
         for s in range(0, x.shape[0], chunk):
             block = x[s : s + chunk]
-            out[s : s + chunk] = np.argmin(c_sq[None, :] - 2.0 * (block @ centroids.T),
-                                           axis=1)
-        return out
+            d = c_sq[None, :] - 2.0 * (block @ centroids.T)
+            a = np.argmin(d, axis=1)
+            assign[s : s + chunk] = a
+            near = d[np.arange(a.size), a] + (block * block).sum(axis=1)
+            dist_sq[s : s + chunk] = np.maximum(near, 0.0)
+        return assign, dist_sq
 
     def top(self, query: npt.NDArray[np.floating], count: int) -> I64:
         """Rows of the clusters with the best bounds, at least ``count`` of them (when the
@@ -124,7 +128,7 @@ class Moments:
     cov: F64
 
     @classmethod
-    def of(cls, matrix: npt.NDArray[np.floating], chunk: int = 16384) -> Moments:
+    def of(cls, matrix: npt.NDArray[np.floating], chunk: int = 2048) -> Moments:
         x = np.asarray(matrix)
         n, d = x.shape
         total = np.zeros(d)
