@@ -18,6 +18,7 @@ from typing import Any
 import faust
 import redis
 from faust.sensors.monitor import Monitor
+from faust.types import EventT
 from prometheus_client import start_http_server
 
 from adapters.eventlog import EventLogArchiver
@@ -215,11 +216,15 @@ def create_app(settings: StreamSettings) -> faust.App:
 
 
 def _agent(kind: EventType, dlq: faust.TopicT, state: WorkerState) -> Any:
+    """Batches are applied one after the other, in order; while one is applied (in the helper
+    process), the agent already takes the next. ``take_events`` acks a batch's events when it
+    hands out the next batch, so each event's message holds one more reference until its own
+    batch is applied: Faust marks an offset safe to commit only on the last ack."""
     settings = state.settings
 
-    async def agent(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.stream_batch_size,
-                                               within=settings.stream_batch_seconds):
+    async def apply(events: list[EventT]) -> None:
+        cancelled = False
+        try:
             records = [Record(e.value, m.topic, m.partition, m.offset, e.key)
                        for e in events for m in (e.message,)]
             result = await state.process(kind, records)
@@ -242,5 +247,29 @@ def _agent(kind: EventType, dlq: faust.TopicT, state: WorkerState) -> Any:
             for tp, offset in newest.items():
                 if offset > state.last_offset.get(tp, -1):
                     state.last_offset[tp] = offset
+        except asyncio.CancelledError:
+            cancelled = True  # the worker stops: left unacked, delivered again after restart
+            raise
+        finally:
+            if not cancelled:
+                for e in events:
+                    e.ack()  # the last reference (as take_events acks, even after an error)
+
+    async def agent(stream: faust.StreamT) -> None:
+        applying: asyncio.Task[None] | None = None
+        try:
+            async for batch in stream.take_events(settings.stream_batch_size,
+                                                  within=settings.stream_batch_seconds):
+                events = list(batch)
+                for e in events:
+                    e.message.incref()  # released by apply() once the batch is applied
+                if applying is not None:
+                    await applying  # the previous batch first: per-user order
+                applying = asyncio.create_task(apply(events))
+            if applying is not None:
+                await applying
+        finally:
+            if applying is not None and not applying.done():
+                applying.cancel()
 
     return agent
