@@ -103,7 +103,7 @@ def movie_vocabulary(dataset: Dataset, interactions: pd.DataFrame) -> Vocabulary
     interactions stay reachable through content."""
     ids = list(dict.fromkeys(dataset.movies["movie_id"].astype(str)))
     known = set(ids)
-    seen = pd.Series(pd.unique(interactions["movie_id"])).astype(str)  # 10M rows: 5 s -> 1 s
+    seen = pd.Series(pd.unique(interactions["movie_id"])).astype(str)  # not 10M str() calls
     ids += sorted(set(seen) - known)
     return Vocabulary(ids, kind="movie")
 
