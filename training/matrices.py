@@ -37,6 +37,31 @@ def _integral_range(values: npt.NDArray[np.generic]) -> tuple[int, int] | None:
     return int(low), int(high)
 
 
+@dataclass(frozen=True)
+class UserSequences:
+    """Interactions grouped by user in time order (ties in input order): ``order`` sorts
+    them; in that order, ``group`` numbers each user's run, ``starts`` is where each run
+    begins and ``position`` is the interaction's place in its user's history (0: first)."""
+
+    order: npt.NDArray[np.int64]
+    group: npt.NDArray[np.int64]
+    starts: npt.NDArray[np.int64]
+    position: npt.NDArray[np.int64]
+
+
+def user_sequences(
+    user_idx: npt.NDArray[np.int64], timestamps: npt.NDArray[np.float64]
+) -> UserSequences:
+    order = stable_order(timestamps, user_idx)
+    u = user_idx[order]
+    n = u.size
+    first = np.r_[True, u[1:] != u[:-1]] if n else np.zeros(0, dtype=bool)
+    starts = np.flatnonzero(first).astype(np.int64)
+    group = (np.cumsum(first) - 1).astype(np.int64)
+    position = np.arange(n, dtype=np.int64) - starts[group] if n else np.zeros(0, np.int64)
+    return UserSequences(order, group, starts, position)
+
+
 def stable_order(*keys: npt.NDArray[np.generic]) -> npt.NDArray[np.int64]:
     """``np.lexsort(keys)`` (the last key sorts first; ties keep their input order), as one
     stable argsort of a combined 64-bit key when every key holds whole numbers whose ranges

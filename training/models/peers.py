@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from recsys_core.artifacts import PEER_ARRAYS
-from training.matrices import stable_order
+from training.matrices import user_sequences
 
 
 def fit_peer_sequences(
@@ -29,12 +29,9 @@ def fit_peer_sequences(
     item_idx = np.asarray(item_idx, dtype=np.int64)
     timestamps = np.asarray(timestamps, dtype=np.float64)
     n = user_idx.size
-    order = stable_order(timestamps, user_idx)  # ties in recorded order
-    u, i, t = user_idx[order], item_idx[order], timestamps[order]
-    first = np.r_[True, u[1:] != u[:-1]] if n else np.zeros(0, dtype=bool)
-    starts = np.flatnonzero(first)
-    group = np.cumsum(first) - 1
-    position = np.arange(n) - starts[group] if n else np.zeros(0, dtype=np.int64)
+    seq = user_sequences(user_idx, timestamps)  # ties in recorded order
+    i, t = item_idx[seq.order], timestamps[seq.order]
+    starts, group, position = seq.starts, seq.group, seq.position
     ends = np.r_[starts[1:], n]
     # the most recently active users, each with their newest interactions
     last_time = t[ends - 1] if n else np.zeros(0)

@@ -7,6 +7,7 @@ import numpy as np
 import numpy.typing as npt
 
 from recsys_core.scoring import stage_of
+from training.matrices import user_sequences
 
 
 def fit_popularity(
@@ -45,12 +46,9 @@ def fit_stage_popularity(
     n = item_idx.size
     if n == 0:
         return np.full((1, n_items), np.log(1e-6), dtype=np.float32)
-    order = np.lexsort((np.arange(n), timestamps, user_idx))
-    u = user_idx[order]
-    first = np.r_[True, u[1:] != u[:-1]]
-    start = np.flatnonzero(first)[np.cumsum(first) - 1]
+    seq = user_sequences(np.asarray(user_idx, dtype=np.int64), timestamps)
     position = np.empty(n, dtype=np.int64)
-    position[order] = np.arange(n) - start
+    position[seq.order] = seq.position
     stage = stage_of(position, per_octave)
     n_stages = int(stage.max()) + 1
     counts = np.zeros((n_stages, n_items))
