@@ -55,6 +55,10 @@ OPTIONAL_ITEM_MODELS = ("sequence",)
 STAGE_POPULARITY = "stage_popularity"
 #: ``extra`` arrays of the peer sequences (:mod:`recsys_core.peers`): by peer (movies,
 #: positions) and by movie (peers, positions), both CSR
+#: ``extra`` arrays of the reranker's trees (:mod:`recsys_core.rerank`), one row per node,
+#: besides ``rerank_roots``
+RERANK_NODE_ARRAYS = ("rerank_feature", "rerank_threshold", "rerank_left", "rerank_right",
+                      "rerank_value", "rerank_missing_left")
 PEER_ARRAYS = (
     "peers_user_indptr", "peers_user_items", "peers_user_positions",
     "peers_item_indptr", "peers_item_users", "peers_item_positions",
@@ -198,6 +202,24 @@ def validate(bundle: ModelBundle, where: Path | str = "<memory>") -> None:
         _check(bool(np.isfinite(stage).all()), p, f"{STAGE_POPULARITY} has NaN or inf")
     if all(name in bundle.extra for name in PEER_ARRAYS):
         _check_peers(bundle, p)
+    _check_rerank(bundle, p)
+
+
+def _check_rerank(bundle: ModelBundle, p: Path) -> None:
+    x = bundle.extra
+    nodes = [x[k] for k in RERANK_NODE_ARRAYS if k in x]
+    if not nodes:
+        return
+    _check(len(nodes) == len(RERANK_NODE_ARRAYS) and "rerank_roots" in x, p,
+           "rerank arrays are incomplete")
+    m = nodes[0].shape[0]
+    _check(all(a.shape == (m,) for a in nodes), p, "rerank node arrays differ in length")
+    links = np.concatenate([x["rerank_left"], x["rerank_right"], x["rerank_roots"]])
+    _check(m > 0 and int(links.min()) >= 0 and int(links.max()) < m, p,
+           "rerank node index out of range")
+    n_features = len(bundle.params.get("rerank_features", []))
+    _check(int(x["rerank_feature"].min()) >= 0 and int(x["rerank_feature"].max()) < n_features,
+           p, "rerank feature index out of range")
 
 
 def _check_peers(bundle: ModelBundle, p: Path) -> None:

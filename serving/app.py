@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recsys_core.events import MAX_ID_LENGTH
 from serving import metrics, schemas
+from serving.activity import follow_event_log
 from serving.cache import ResponseCache
 from serving.model import ModelHolder
 from serving.producer import EventSender
@@ -126,13 +127,18 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         if settings.api_cache_size:
             await tracker.maintain()
         poller = asyncio.create_task(poll_models())
+        follower = asyncio.create_task(follow_event_log(
+            settings.redis_url, settings.keys.event_log(), service.activity))
         hub.start()
         try:
             yield
         finally:
             poller.cancel()
+            follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(follower, 2.0)
             tracker.close()
             await hub.stop()
             await asyncio.to_thread(sender.close)

@@ -21,6 +21,7 @@ from recsys_core.artifacts import ModelBundle
 from recsys_core.candidates import CandidateIndex
 from recsys_core.confidence import ConfidenceRule
 from recsys_core.errors import ArtifactError, ModelNotLoaded
+from recsys_core.rerank import Trees
 from recsys_core.scoring import BlendWeights
 from recsys_core.userstate import AffinityIndex
 from serving import metrics
@@ -126,6 +127,8 @@ class ServingModel:
                     self.genre_masks.setdefault(g.lower(), np.zeros(b.n_items, bool))[i] = True
         self.genre_names = sorted({g for j in b.genres.tolist() for g in str(j).split("|") if g})
         self.titles = TitleIndex(b.titles, b.popularity)
+        #: the reranker's trees (None: the blend's order is final)
+        self.trees = Trees.from_bundle(b)
         self.candidates: CandidateIndex | None = (
             CandidateIndex.build(b) if b.n_items > self.candidate_threshold else None)
 

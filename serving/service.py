@@ -23,9 +23,11 @@ from recsys_core.events import Event, EventType, parse_event
 from recsys_core.explain import content_reason, explain_items
 from recsys_core.history import UserHistory
 from recsys_core.rating import predict_rating
+from recsys_core.rerank import CANDIDATES, rerank
 from recsys_core.scoring import content_profile, recommend, top_k, user_vector
 from recsys_core.userstate import history_from_pairs
 from serving import metrics
+from serving.activity import LiveActivity
 from serving.catalog import MIN_CONTENT_Z, SLOTS_PER_TEN, NewMovies, load_new_movies
 from serving.model import ModelHolder, ServingModel
 from serving.producer import BrokerUnavailable, EventSender
@@ -67,6 +69,7 @@ class Service:
         self.sender = sender
         self.max_batch = max_batch
         self.new_movies = NewMovies()
+        self.activity = LiveActivity()
 
     def refresh_new_movies(self) -> None:
         """Pick up catalog-only movies (and re-vectorise them for a new model version)."""
@@ -155,10 +158,20 @@ class Service:
         if found is not None:
             idx, scores, item_parts = found
         else:
-            idx, scores, parts = recommend(model.bundle, view.history, model.weights, k=k,
+            trees = model.trees
+            want = max(k, CANDIDATES) if trees is not None else k
+            idx, scores, parts = recommend(model.bundle, view.history, model.weights, k=want,
                                            exclude_seen=exclude_seen, allowed=allowed,
                                            vector=view.vector, timings=timings,
                                            exclude=excluded)
+            if trees is not None and idx.size:
+                t = time.perf_counter()
+                # the weighted parts standardise back to the components' own scores
+                idx, scores = rerank(trees, model.bundle, parts,
+                                     np.sum(list(parts.values()), axis=0), idx, view.history,
+                                     self.activity.for_bundle(model.bundle))
+                idx, scores = idx[:k], scores[:k]
+                timings["rerank"] = time.perf_counter() - t
             item_parts = {n: p[idx] for n, p in parts.items()}
         for name, seconds in timings.items():
             metrics.BLEND_SECONDS.labels(name).observe(seconds)

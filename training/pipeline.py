@@ -16,6 +16,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 import recsys_core
+from recsys_core.activity import activity_arrays
 from recsys_core.artifacts import STAGE_POPULARITY, ModelBundle
 from recsys_core.confidence import ConfidenceRule
 from recsys_core.dataset import Dataset
@@ -274,6 +275,7 @@ def _train_models(
             "sequence_scores": sequence.scores,
             STAGE_POPULARITY: stage,
             **peers,
+            **activity_arrays(event_movies, event_times, len(movies)),
         },
     )
     timings["total"] = sum(timings.values())

@@ -30,6 +30,8 @@ class TrainerSettings(CommonSettings):
     train_holdout_fraction: float = Field(
         0.1, gt=0, lt=0.5, description="Newest share of events held out for the gate")
     train_holdout_max_events: int = Field(1000, ge=10, description="Holdout events scored")
+    train_rerank_every: int = Field(
+        5000, ge=0, description="Refit the reranker after this many new events (0: no reranker)")
     train_keep_versions: int = Field(5, ge=1, description="Model versions kept on disk")
     train_lock_wait_seconds: float = Field(
         600.0, ge=0, description="How long a one-off train waits for another trainer")

@@ -14,6 +14,7 @@ from recsys_core.scoring import BlendWeights
 from training.gate import GATE, GateDecision, check_gate, holdout_metrics
 from training.pipeline import TrainedModels, TrainParams, train_models
 from training.registry import ModelRegistry
+from training.rerank_stage import update_reranker
 from training.weights import fit_weights_temporal
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ def run_training(
     holdout_max_events: int = 1000,
     gate_tolerance: float = 0.02,
     force: bool = False,
+    rerank_every: int = 0,
 ) -> TrainingRun:
     """Fit the blend on next-event validation (or use ``weights``, else the current version's,
     else the defaults), measure holdout HR@10 / NDCG@10 on the newest ``holdout_fraction``
@@ -107,6 +109,14 @@ def run_training(
         manifest["metrics"]["validation_ndcg@10"] = val
     published = False
     decision: GateDecision | None = None
+    if registry is not None and rerank_every > 0:
+        if progress:
+            progress("reranker")
+        t = time.perf_counter()
+        outcome = update_reranker(dataset, params, registry, models.bundle, rerank_every)
+        log.info("reranker: %d new cases, %d kept, refitted: %s, has trees: %s",
+                 outcome.new_cases, outcome.cases, outcome.refitted, outcome.has_trees)
+        seconds["reranker"] = time.perf_counter() - t
     if registry is not None:
         if progress:
             progress("publish")

@@ -173,6 +173,7 @@ def train_once(
             holdout_fraction=settings.train_holdout_fraction,
             holdout_max_events=settings.train_holdout_max_events,
             gate_tolerance=settings.train_gate_tolerance, force=force,
+            rerank_every=settings.train_rerank_every,
         )
     run.seconds["load"] = load_seconds
     for phase, secs in run.seconds.items():

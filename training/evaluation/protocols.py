@@ -18,6 +18,7 @@ from recsys_core.dataset import Dataset
 from recsys_core.history import UserHistory
 from recsys_core.scoring import COMPONENTS, BlendWeights, blend, component_scores, top_k
 from training.evaluation.blendfit import Case, build_case_matrix, top_lists, weight_vector
+from training.evaluation.live import LiveReplay
 from training.evaluation.splits import Stratify, stratified_split, temporal_split
 from training.models.rating import fit_rating_model
 from training.pipeline import TrainedModels, TrainParams, train_models
@@ -152,14 +153,21 @@ def protocol_stream(
     limit: int | None = None,
     on_model: Callable[[ModelBundle], None] | None = None,
     retrain_every: int = 0,
+    rerank_every: int = 5000,
+    warmup: float = 0.5,
 ) -> dict[str, Any]:
     """Protocol C, offline: train on the oldest ``fraction``, replay the rest in time order;
     before each event ask for the user's top-10 (seen excluded) and score a hit.
     ``on_model`` receives the trained bundle (the live benchmark serves the same one).
 
-    With ``retrain_every`` N > 0, ``live_hybrid_retrained`` is scored on models retrained on
-    every event so far after each N replay events, with the blend weights kept: what the
-    periodic trainer does with ``RECSYS_TRAIN_AFTER_EVENTS=N`` (less its quality gate)."""
+    With ``retrain_every`` N > 0 the live system itself is simulated too
+    (:class:`training.evaluation.live.LiveReplay`): models retrained on every event so far
+    after each N events, as the periodic trainer does with ``RECSYS_TRAIN_AFTER_EVENTS=N``
+    (less its quality gate), and the reranker refitted every ``rerank_every`` events on the
+    newest logged cases. So that the reranker has cases at the start of the test, the
+    simulation starts ``warmup`` of the way into the training events (it runs over the
+    newest training events first, scoring nothing there). ``live_hybrid_retrained`` is the
+    blend alone; ``live_system`` the blend reordered by the reranker."""
     params = params or TrainParams()
     train, replay = temporal_split(dataset.interactions, fraction)
     if limit:
@@ -185,20 +193,11 @@ def protocol_stream(
     # the stored vector only: the frozen model
     frozen_w = replace(weights, **{n: float(n == "cf") for n in COMPONENTS})
     names = ("popularity", "frozen_als", "live_als", "live_ease", "live_hybrid")
-    if retrain_every > 0:
-        names += ("live_hybrid_retrained",)
     hits: dict[str, list[int]] = {n: [] for n in names}
     skipped = 0
     started = time.perf_counter()
     pop = bundle.popularity.astype(np.float64)
-    current, remap = bundle, None  # the retrained model, and the map to its movie indexes
-    for n_event, row in enumerate(replay.itertuples(index=False)):
-        if retrain_every > 0 and n_event and n_event % retrain_every == 0:
-            if progress:
-                progress(f"C: retraining after {n_event} replayed events")
-            so_far = pd.concat([train, replay.iloc[:n_event]])
-            current = train_models(dataset, params, weights, interactions=so_far).bundle
-            remap = _movie_map(bundle, current)
+    for row in replay.itertuples(index=False):
         uid = str(row.user_id)
         item = bundle.movies.get(str(row.movie_id))
         if item is None:
@@ -223,15 +222,12 @@ def protocol_stream(
                 hits[n].append(_rank(pop, seen, item))
         # an empty history still has the popularity and stage components
         hits["live_hybrid"].append(_rank(_hybrid(comps, weights, pop), seen, item))
-        if retrain_every > 0:
-            h = history if remap is None else _remapped(history, remap)
-            target = item if remap is None else int(remap[item])
-            scores = _hybrid(component_scores(current, h, weights), weights,
-                             current.popularity.astype(np.float64))
-            hits["live_hybrid_retrained"].append(_rank(scores, h.item_idx, target))
         apply_event(hist_rows, item, float(rule.from_ratings(row.rating)), float(row.timestamp),
                float(row.rating))
     elapsed = time.perf_counter() - started
+    if retrain_every > 0:
+        hits.update(_live_system(dataset, params, weights, train, replay, retrain_every,
+                                 rerank_every, warmup, progress))
     rows = {
         n: {
             "hr@10": float(np.mean([r < K for r in v])) if v else 0.0,
@@ -246,6 +242,7 @@ def protocol_stream(
         "replay_events": len(replay) - skipped,
         "skipped_unknown_movie": skipped,
         "retrain_every": retrain_every,
+        "rerank_every": rerank_every if retrain_every > 0 else 0,
         "blend_weights": weights.to_dict(),
         "validation_ndcg@10": val,
         "events_per_second": (len(replay) - skipped) / elapsed if elapsed else 0.0,
@@ -253,22 +250,33 @@ def protocol_stream(
     }
 
 
+def _live_system(
+    dataset: Dataset, params: TrainParams, weights: BlendWeights, train: pd.DataFrame,
+    replay: pd.DataFrame, retrain_every: int, rerank_every: int, warmup: float,
+    progress: Progress | None,
+) -> dict[str, list[int]]:
+    """Ranks of each replayed event's movie in the simulated live system (blend alone and
+    reranked), after a warm-up over the newest ``1 - warmup`` of the training events."""
+    start = int(round(warmup * len(train)))
+    if progress:
+        progress(f"C: live system, warming up over training events {start}-{len(train)}")
+    columns = list(train.columns)
+    live = LiveReplay(dataset, params, weights, train.iloc[:start], retrain_every,
+                      rerank_every, progress=progress)
+    for row in train.iloc[start:].itertuples(index=False, name=None):
+        live.step(row, columns)
+    out: dict[str, list[int]] = {"live_hybrid_retrained": [], "live_system": []}
+    for row in replay[columns].itertuples(index=False, name=None):
+        ranks = live.step(row, columns)
+        if ranks is not None:
+            out["live_hybrid_retrained"].append(ranks[0])
+            out["live_system"].append(ranks[1])
+    return out
+
+
 def _hybrid(comps: dict[str, np.ndarray], weights: BlendWeights, pop: np.ndarray) -> np.ndarray:
     """The blend of the components, or popularity when there is none (as recommend())."""
     return blend(comps, weights)[0] if comps else pop
-
-
-def _movie_map(first: ModelBundle, later: ModelBundle) -> np.ndarray | None:
-    """Indexes in ``later`` of ``first``'s movies (None when they are the same); a retrained
-    vocabulary keeps every movie and may add some."""
-    if list(first.movies.ids) == list(later.movies.ids):
-        return None
-    return later.movies.indices(first.movies.ids)
-
-
-def _remapped(history: UserHistory, remap: np.ndarray) -> UserHistory:
-    return UserHistory(remap[history.item_idx], history.confidence, history.timestamps,
-                       history.ratings)
 
 
 def _rank(scores: np.ndarray, seen: np.ndarray, item: int) -> int:

@@ -1,0 +1,209 @@
+"""The second stage: gradient-boosted trees reorder the blend's best candidates.
+
+The linear blend (:mod:`recsys_core.scoring`) weighs each component the same for every user
+and movie. What it cannot express is *when* a component is right: the sequence signal
+while a user is rating a page of movies in one second, popularity for a movie that is
+being discovered this week, the neighbours of the last movie when the candidate is from
+the same years. The reranker sees, for each of the blend's top :data:`CANDIDATES` movies,
+the components' standardised scores, the blend's score and rank, the user's history
+(length, gap since their last event, the current sitting, ratings), and the movie's
+activity (:mod:`recsys_core.activity`: how long it has been known, events in the last day
+and week) and closeness to the user's newest movies; it returns a score per candidate.
+
+The trees are trained by the trainer on the features it logged for recent events and the
+movie each user actually chose next (``training/rerank.py``), and travel in the model bundle
+as plain arrays (:data:`TREE_ARRAYS`), evaluated here with numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import numpy.typing as npt
+
+from recsys_core.activity import MovieActivity
+from recsys_core.artifacts import RERANK_NODE_ARRAYS, ModelBundle
+from recsys_core.history import UserHistory
+from recsys_core.scoring import COMPONENTS, standardize
+
+F64 = npt.NDArray[np.float64]
+F32 = npt.NDArray[np.float32]
+#: how many of the blend's best movies are reordered
+CANDIDATES = 50
+FEATURES: tuple[str, ...] = (
+    *(f"z_{c}" for c in COMPONENTS),
+    "blend", "blend_rank",
+    "log_history", "log_gap", "same_second", "sitting", "last_rating", "mean_rating",
+    "year", "years_old", "log_days_known", "log_day_count", "log_week_count",
+    "index_distance", "year_distance", "genre_overlap",
+    *(f"log_rank_{c}" for c in COMPONENTS),
+)
+#: bundle ``extra`` arrays of the trees: one row per node of every tree, roots by tree
+TREE_ARRAYS = (*RERANK_NODE_ARRAYS, "rerank_roots")
+SITTING_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Trees:
+    """A boosted tree ensemble as flat node arrays (children are global node indexes; a leaf
+    points to itself). ``score(X) = base + Σ_trees value[leaf reached by X]``."""
+
+    feature: npt.NDArray[np.int32]
+    threshold: F64
+    left: npt.NDArray[np.int32]
+    right: npt.NDArray[np.int32]
+    value: F64
+    missing_left: npt.NDArray[np.bool_]
+    roots: npt.NDArray[np.int32]
+    base: float
+    depth: int
+
+    def score(self, x: F32 | F64) -> F64:
+        x = np.asarray(x, dtype=np.float64)
+        n = x.shape[0]
+        node = np.broadcast_to(self.roots, (n, self.roots.size)).copy()
+        rows = np.arange(n)[:, None]
+        for _ in range(self.depth):
+            v = x[rows, self.feature[node]]
+            go_left = np.where(np.isnan(v), self.missing_left[node], v <= self.threshold[node])
+            node = np.where(go_left, self.left[node], self.right[node])
+        out: F64 = self.value[node].sum(axis=1) + self.base
+        return out
+
+    def arrays(self) -> dict[str, npt.NDArray[np.generic]]:
+        return {
+            "rerank_feature": self.feature, "rerank_threshold": self.threshold,
+            "rerank_left": self.left, "rerank_right": self.right, "rerank_value": self.value,
+            "rerank_missing_left": self.missing_left, "rerank_roots": self.roots,
+        }
+
+    @classmethod
+    def from_bundle(cls, bundle: ModelBundle) -> Trees | None:
+        """The bundle's trees, or None when it has none (or they are for other features)."""
+        x = bundle.extra
+        if not all(name in x for name in TREE_ARRAYS):
+            return None
+        params = bundle.params
+        if list(params.get("rerank_features", [])) != list(FEATURES):
+            return None
+        return cls(
+            feature=x["rerank_feature"].astype(np.int32),
+            threshold=x["rerank_threshold"].astype(np.float64),
+            left=x["rerank_left"].astype(np.int32),
+            right=x["rerank_right"].astype(np.int32),
+            value=x["rerank_value"].astype(np.float64),
+            missing_left=x["rerank_missing_left"].astype(bool),
+            roots=x["rerank_roots"].astype(np.int32),
+            base=float(params.get("rerank_base", 0.0)),
+            depth=int(params.get("rerank_depth", 0)),
+        )
+
+
+class GenreMatrix:
+    """Movie × genre 0/1 matrix of a bundle, built once per bundle."""
+
+    _cache: dict[int, tuple[ModelBundle, F32]] = {}
+
+    @classmethod
+    def of(cls, bundle: ModelBundle) -> F32:
+        hit = cls._cache.get(id(bundle))
+        if hit is not None and hit[0] is bundle:
+            return hit[1]
+        names = sorted({g for s in bundle.genres.tolist() for g in str(s).split("|") if g})
+        col = {g: j for j, g in enumerate(names)}
+        out = np.zeros((bundle.n_items, max(1, len(names))), dtype=np.float32)
+        for i, s in enumerate(bundle.genres.tolist()):
+            for g in str(s).split("|"):
+                if g:
+                    out[i, col[g]] = 1.0
+        cls._cache = {id(bundle): (bundle, out)}
+        return out
+
+
+def features(
+    bundle: ModelBundle,
+    comps: dict[str, F64],
+    blended: F64,
+    cand: npt.NDArray[np.int64],
+    history: UserHistory,
+    activity: MovieActivity,
+) -> F32:
+    """One row of :data:`FEATURES` per candidate (movie indexes ``cand``, best first by
+    ``blended``). ``comps`` are the raw component scores of :func:`component_scores`."""
+    n = cand.size
+    out = np.zeros((n, len(FEATURES)), dtype=np.float32)
+    nc = len(COMPONENTS)
+    log_n = np.log1p(bundle.n_items)
+    for j, name in enumerate(COMPONENTS):
+        s = comps.get(name)
+        if s is None:
+            out[:, nc + 16 + j] = log_n
+            continue
+        z = standardize(s)
+        zc = z[cand]
+        out[:, j] = zc
+        # how many movies the component puts above the candidate (without a full sort)
+        out[:, nc + 16 + j] = np.log1p((z[None, :] > zc[:, None]).sum(axis=1))
+    out[:, nc] = blended[cand]
+    out[:, nc + 1] = np.arange(n)
+    now = activity.now
+    years = bundle.years[cand].astype(np.float64)
+    known = years > 0
+    years = np.where(known, years, np.nan)
+    size = len(history)
+    out[:, nc + 2] = np.log1p(size)
+    if size:
+        ts = history.timestamps
+        last = float(ts[-1])
+        gap = max(now - last, 0.0) if np.isfinite(now) else 0.0
+        out[:, nc + 3] = np.log1p(gap)
+        out[:, nc + 4] = float(gap == 0.0)
+        out[:, nc + 5] = float((ts >= last - SITTING_SECONDS).sum())
+        r = history.ratings
+        rated = np.isfinite(r)
+        out[:, nc + 6] = r[-1] if rated[-1] else 0.0
+        out[:, nc + 7] = float(r[rated].mean()) if rated.any() else 0.0
+        newest = history.item_idx[-5:]
+        out[:, nc + 13] = np.abs(cand[:, None] - newest[None, :]).min(axis=1)
+        last_year = float(bundle.years[newest[-1]])
+        out[:, nc + 14] = np.abs(years - last_year) if last_year > 0 else np.nan
+        genres = GenreMatrix.of(bundle)
+        recent = genres[newest].sum(axis=0)
+        out[:, nc + 15] = (genres[cand] @ recent) / max(float(recent.sum()), 1.0)
+    else:
+        out[:, nc + 3] = -1.0
+        out[:, nc + 13] = bundle.n_items
+        out[:, nc + 14] = np.nan
+    out[:, nc + 8] = years
+    this_year = datetime.fromtimestamp(now, UTC).year if np.isfinite(now) else np.nan
+    out[:, nc + 9] = this_year - years
+    days, day, week = activity.features(activity.positions(bundle.movies)[cand])
+    out[:, nc + 10] = np.where(np.isnan(days), -1.0, np.log1p(np.maximum(days, 0.0)))
+    out[:, nc + 11] = np.log1p(day)
+    out[:, nc + 12] = np.log1p(week)
+    return out
+
+
+def rerank(
+    trees: Trees,
+    bundle: ModelBundle,
+    comps: dict[str, F64],
+    blended: F64,
+    cand: npt.NDArray[np.int64],
+    history: UserHistory,
+    activity: MovieActivity,
+    x: F32 | None = None,
+) -> tuple[npt.NDArray[np.int64], F64]:
+    """The first :data:`CANDIDATES` of ``cand`` reordered by the trees (ties keep the blend's
+    order), the rest after them; returns (movie indexes, scores), scores non-increasing.
+    ``x``: the head's :func:`features` when already computed."""
+    head = cand[:CANDIDATES]
+    if x is None:
+        x = features(bundle, comps, blended, head, history, activity)
+    s = trees.score(x)
+    order = np.argsort(-s, kind="stable")
+    idx = np.concatenate([head[order], cand[CANDIDATES:]])
+    tail = np.full(cand.size - head.size, float(s.min()) if s.size else 0.0)
+    return idx, np.concatenate([s[order], tail])

@@ -1,0 +1,177 @@
+"""The reranker: features logged over a real replay, trees exported from scikit-learn and
+evaluated with numpy, movie activity windows, the case log, the trainer's stage."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+from recsys_core.activity import DAY, WEEK, MovieActivity, activity_arrays
+from recsys_core.artifacts import ArtifactError, load_bundle, save_bundle
+from recsys_core.dataset import Dataset
+from recsys_core.rerank import CANDIDATES, FEATURES, Trees, rerank
+from recsys_core.scoring import BlendWeights, blend, component_scores, top_k
+from training.evaluation.live import LiveReplay
+from training.evaluation.splits import temporal_split
+from training.pipeline import TrainParams, train_models
+from training.registry import ModelRegistry
+from training.rerank import CaseLog, attach_trees, export_trees, fit_trees
+from training.rerank_stage import CASES_FILE, update_reranker
+from training.weights import history_of
+
+#: a fixed blend: these tests are about the second stage
+WEIGHTS = BlendWeights(sequence=1.0, stage=0.5, peers=0.5)
+
+
+@pytest.fixture(scope="module")
+def replayed(ml100k: Dataset) -> LiveReplay:
+    """1,500 events of ml-100k replayed against a model of the 97% before them."""
+    train, rest = temporal_split(ml100k.interactions, 0.97)
+    live = LiveReplay(ml100k, TrainParams(), WEIGHTS, train, retrain_every=0, rerank_every=0)
+    columns = list(train.columns)
+    for row in rest.iloc[:1500].itertuples(index=False, name=None):
+        live.step(row, columns)
+    return live
+
+
+def test_logged_cases_hold_the_chosen_movie(replayed: LiveReplay) -> None:
+    x, y = replayed.cases.arrays()
+    assert x.shape[1] == len(FEATURES)
+    assert len(replayed.cases) == 1500 - replayed.skipped
+    # the chosen movie is among the blend's 50 best in about half the events
+    assert 0.3 < y.sum() / len(replayed.cases) < 0.8
+    # a third of the other candidates are kept
+    assert (~y).sum() == pytest.approx(0.3 * (CANDIDATES * len(replayed.cases) - y.sum()),
+                                       rel=0.05)
+    assert np.isfinite(x[:, FEATURES.index("blend")]).all()
+
+
+def test_exported_trees_score_like_scikit_learn(replayed: LiveReplay) -> None:
+    x, y = replayed.cases.arrays()
+    clf = HistGradientBoostingClassifier(max_iter=40, max_leaf_nodes=15, min_samples_leaf=50,
+                                         early_stopping=False,
+                                         random_state=0).fit(x, y)
+    trees = export_trees(clf)
+    assert trees.roots.size == 40
+    # NaN (unknown years) takes the learnt missing-value branch, as in scikit-learn
+    assert np.isnan(x).any()
+    np.testing.assert_allclose(trees.score(x), clf.decision_function(x), atol=1e-9)
+
+
+def test_reranked_top_ten_reorders_the_head_only(replayed: LiveReplay) -> None:
+    x, y = replayed.cases.arrays()
+    trees = fit_trees(x, y, iterations=30)
+    assert trees is not None
+    bundle = replayed.bundle
+    history = replayed.histories[next(iter(replayed.histories))]
+    h = history_of(history)
+    comps = component_scores(bundle, h, WEIGHTS)
+    total = blend(comps, WEIGHTS)[0]
+    cand, _ = top_k(total, 80, h.item_idx)
+    idx, scores = rerank(trees, bundle, comps, total, cand, h, replayed.activity)
+    assert sorted(idx[:CANDIDATES].tolist()) == sorted(cand[:CANDIDATES].tolist())
+    assert idx[CANDIDATES:].tolist() == cand[CANDIDATES:].tolist()
+    assert (np.diff(scores) <= 0).all()
+    assert not np.isin(idx, h.item_idx).any()
+
+
+def test_trees_travel_in_the_bundle(replayed: LiveReplay, tmp_path: Path) -> None:
+    x, y = replayed.cases.arrays()
+    trees = fit_trees(x, y, iterations=20)
+    bundle = replayed.bundle
+    attach_trees(bundle, trees, len(replayed.cases))
+    try:
+        loaded = load_bundle(save_bundle(bundle, tmp_path / "v1"))
+        again = Trees.from_bundle(loaded)
+        assert again is not None and trees is not None
+        np.testing.assert_allclose(again.score(x[:500]), trees.score(x[:500]))
+        loaded.extra["rerank_left"] = loaded.extra["rerank_left"] + 10**6
+        with pytest.raises(ArtifactError, match="rerank node index"):
+            save_bundle(loaded, tmp_path / "v2")
+    finally:
+        attach_trees(bundle, None, 0)
+    assert Trees.from_bundle(bundle) is None
+
+
+def test_activity_windows_follow_event_time() -> None:
+    a = MovieActivity()
+    t0 = 1_000_000.0
+    a.add("1", t0)
+    a.add("1", t0 + 0.5 * DAY)
+    a.add("2", t0 + 2 * DAY)
+    pos = a.positions_of(["1", "2", "3"])
+    known, day, week = a.features(pos)
+    assert a.now == t0 + 2 * DAY
+    assert day.tolist() == [0, 1, 0]  # movie 1's events are over a day old
+    assert week.tolist() == [2, 1, 0]
+    assert known[:2].tolist() == [2.0, 0.0] and np.isnan(known[2])
+    a.add("3", t0 + 2 * DAY + WEEK)
+    _, day, week = a.features(pos)
+    assert day.tolist() == [0, 0, 1] and week.tolist() == [0, 1, 1]
+    # an event older than the week counts for first-seen only
+    a.add("4", t0)
+    _, day, week = a.features(a.positions_of(["4"]))
+    assert day.tolist() == [0] and week.tolist() == [0]
+
+
+def test_activity_seeded_from_bundle_arrays_equals_feeding_every_event(
+        ml100k: Dataset) -> None:
+    inter = ml100k.interactions.sort_values("timestamp", kind="stable")
+    bundle = train_models(ml100k, interactions=inter.iloc[:20000]).bundle
+    items = bundle.movies.indices(inter["movie_id"].iloc[:20000].astype(str))
+    times = inter["timestamp"].iloc[:20000].to_numpy(np.float64)
+    arrays = activity_arrays(items, times, bundle.n_items)
+    np.testing.assert_array_equal(arrays["activity_items"], bundle.extra["activity_items"])
+    seeded = MovieActivity.from_arrays(bundle.movies, *arrays.values())
+    fed = MovieActivity()
+    for mid, ts in zip(inter["movie_id"].iloc[:20000].astype(str), times, strict=True):
+        fed.add(mid, float(ts))
+    assert seeded.now == fed.now
+    a = seeded.features(seeded.positions(bundle.movies))
+    b = fed.features(fed.positions(bundle.movies))
+    for left, right in zip(a, b, strict=True):
+        np.testing.assert_array_equal(left, right)
+
+
+def test_case_log_keeps_the_newest_window(tmp_path: Path) -> None:
+    log = CaseLog(window=3)
+    rng = np.random.default_rng(1)
+    for i in range(8):
+        log.add(rng.random((CANDIDATES, len(FEATURES)), dtype=np.float32), i % 4)
+    assert len(log) == 3
+    x, y = log.arrays()
+    assert y.sum() == 3
+    log.save(tmp_path / "cases.npz", through=5.0)
+    again, meta = CaseLog.load(tmp_path / "cases.npz", window=3)
+    assert meta == {"through": 5.0}
+    np.testing.assert_array_equal(again.arrays()[0], x)
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    empty, meta = CaseLog.load(tmp_path / "bad.npz")
+    assert len(empty) == 0 and meta == {}
+
+
+def test_trainer_stage_logs_new_events_then_refits(ml100k: Dataset, tmp_path: Path) -> None:
+    inter = ml100k.interactions.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    first = train_models(ml100k, interactions=inter.iloc[:97000], weights=WEIGHTS).bundle
+    registry = ModelRegistry(tmp_path)
+    registry.publish(first)
+    later = replace(ml100k, interactions=inter.iloc[:99000])
+    second = train_models(later, interactions=inter.iloc[:99000], weights=WEIGHTS,
+                          version=2).bundle
+    out = update_reranker(later, TrainParams(), registry, second, every=1000, min_cases=1000)
+    assert out.new_cases > 1900 and out.refitted and out.has_trees
+    assert Trees.from_bundle(second) is not None
+    assert (tmp_path / CASES_FILE).exists()
+    registry.publish(second)
+    # nothing new: the trees are carried over, not refitted
+    third = train_models(later, interactions=inter.iloc[:99000], weights=WEIGHTS,
+                         version=3).bundle
+    out = update_reranker(later, TrainParams(), registry, third, every=1000, min_cases=1000)
+    assert out.new_cases == 0 and not out.refitted and out.has_trees
+    t2, t3 = Trees.from_bundle(second), Trees.from_bundle(third)
+    assert t2 is not None and t3 is not None
+    np.testing.assert_array_equal(t2.value, t3.value)

@@ -1,0 +1,138 @@
+"""The live system in process, event by event: what protocol C scores as "the live system".
+
+Before each event the user's top-10 is computed from the state so far (the blend's top
+candidates reordered by the reranker when there is one); then the event is applied to the
+user's history and to the movie activity. As in production, the models are retrained on
+every event so far each ``retrain_every`` events (the periodic trainer) and the reranker
+is refitted on the newest logged cases each ``rerank_every`` events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from recsys_core.activity import MovieActivity
+from recsys_core.artifacts import ModelBundle
+from recsys_core.dataset import Dataset
+from recsys_core.history import UserHistory
+from recsys_core.rerank import CANDIDATES, Trees, features, rerank
+from recsys_core.scoring import BlendWeights, blend, component_scores, top_k
+from training.matrices import build_training_data
+from training.pipeline import TrainParams, train_models
+from training.rerank import CaseLog, fit_trees
+from training.weights import HistoryRows, apply_event, history_of
+
+K = 10
+
+
+class LiveReplay:
+    def __init__(
+        self,
+        dataset: Dataset,
+        params: TrainParams,
+        weights: BlendWeights,
+        prior: pd.DataFrame,
+        retrain_every: int = 1000,
+        rerank_every: int = 5000,
+        cases: CaseLog | None = None,
+        progress: Callable[[str], None] | None = None,
+        bundle: ModelBundle | None = None,
+        trees: Trees | None = None,
+    ) -> None:
+        """``prior``: the events already applied. Models are trained on them unless a
+        ``bundle`` is given (then it serves until the first retraining)."""
+        self.dataset, self.params, self.weights = dataset, params, weights
+        self.retrain_every, self.rerank_every = retrain_every, rerank_every
+        self.cases = cases if cases is not None else CaseLog()
+        self.progress = progress
+        if bundle is None:
+            models = train_models(dataset, params, weights, interactions=prior)
+            bundle, data = models.bundle, models.data
+        else:
+            data = build_training_data(prior, bundle.movies, params.rule)
+        self.bundle: ModelBundle = bundle
+        self.histories: dict[str, HistoryRows] = {}
+        for u, uid in enumerate(data.users.ids):
+            h = data.history(u)
+            self.histories[uid] = list(zip(h.item_idx.tolist(), h.confidence.tolist(),
+                                           h.timestamps.tolist(), h.ratings.tolist(),
+                                           strict=True))
+        self.activity = MovieActivity()
+        ordered = prior.sort_values("timestamp", kind="stable")
+        for mid, ts in zip(ordered["movie_id"].astype(str), ordered["timestamp"].tolist(),
+                           strict=True):
+            self.activity.add(mid, float(ts))
+        self.applied: list[pd.DataFrame] = [prior]
+        self.pending: list[tuple[object, ...]] = []
+        self.events = 0
+        self.trees = trees
+        self.current = self.bundle
+        self.remap: np.ndarray | None = None
+        self.skipped = 0
+
+    def _maintain(self, columns: list[str]) -> None:
+        if self.events == 0:
+            return
+        if self.retrain_every > 0 and self.events % self.retrain_every == 0:
+            self.applied.append(pd.DataFrame(self.pending, columns=columns))
+            self.pending = []
+            self.applied = [pd.concat(self.applied, ignore_index=True)]
+            if self.progress:
+                self.progress(f"C: retraining after {self.events} replayed events")
+            self.current = train_models(self.dataset, self.params, self.weights,
+                                        interactions=self.applied[0]).bundle
+            same = list(self.current.movies.ids) == list(self.bundle.movies.ids)
+            self.remap = None if same else self.current.movies.indices(self.bundle.movies.ids)
+        if self.rerank_every > 0 and self.events % self.rerank_every == 0 and len(self.cases):
+            if self.progress:
+                self.progress(f"C: refitting the reranker on {len(self.cases)} cases")
+            x, y = self.cases.arrays()
+            self.trees = fit_trees(x, y, seed=self.params.seed)
+
+    def step(self, row: pd.Series | tuple[object, ...],
+             columns: list[str]) -> tuple[int, int] | None:
+        """Rank the event's movie for its user (blend rank, final rank; K when outside the
+        top K), then apply it; None for a movie the model does not know."""
+        self._maintain(columns)
+        values = dict(zip(columns, row, strict=True))
+        uid, mid = str(values["user_id"]), str(values["movie_id"])
+        ts = float(values["timestamp"])  # type: ignore[arg-type]
+        item = self.bundle.movies.get(mid)
+        self.events += 1
+        self.pending.append(tuple(row))
+        if item is None:
+            self.skipped += 1
+            self.activity.add(mid, ts)
+            return None
+        rows = self.histories.setdefault(uid, [])
+        history = history_of(rows) if rows else UserHistory.empty()
+        if self.remap is not None:
+            history = UserHistory(self.remap[history.item_idx], history.confidence,
+                                  history.timestamps, history.ratings)
+            target = int(self.remap[item])
+        else:
+            target = item
+        bundle = self.current
+        comps = component_scores(bundle, history, self.weights)
+        scores = (blend(comps, self.weights)[0] if comps
+                  else bundle.popularity.astype(np.float64))
+        cand, _ = top_k(scores, CANDIDATES, history.item_idx)
+        x = features(bundle, comps, scores, cand, history, self.activity)
+        where = np.flatnonzero(cand == target)
+        chosen = int(where[0]) if where.size else -1
+        self.cases.add(x, chosen)
+        blend_rank = chosen if 0 <= chosen < K else K
+        final = blend_rank
+        if self.trees is not None:
+            order, _ = rerank(self.trees, bundle, comps, scores, cand, history, self.activity,
+                              x)
+            at = np.flatnonzero(order[:K] == target)
+            final = int(at[0]) if at.size else K
+        rule = self.params.rule
+        rating = float(values["rating"])  # type: ignore[arg-type]
+        apply_event(rows, item, float(rule.from_ratings(rating)), ts, rating)
+        self.activity.add(mid, ts)
+        return blend_rank, final
