@@ -32,6 +32,7 @@ CASES_FILE = "rerank_cases.npz"
 
 @dataclass(frozen=True)
 class RerankOutcome:
+    #: cases logged by this run
     new_cases: int
     cases: int
     refitted: bool
@@ -46,9 +47,12 @@ def update_reranker(
     every: int = 5000,
     min_cases: int = 2000,
     window: int = DEFAULT_WINDOW,
+    max_new: int = 5000,
 ) -> RerankOutcome:
     """Log the new events' cases against the serving version and give ``bundle`` trees
-    (refitted or carried over); nothing to do before a version serves."""
+    (refitted or carried over); nothing to do before a version serves. Of more than
+    ``max_new`` new events only the newest ``max_new`` are scored (the others are applied
+    to the histories only), which bounds the stage's time."""
     try:
         serving = registry.load()
     except (ModelNotLoaded, RecsysError):
@@ -67,8 +71,9 @@ def update_reranker(
         replay = LiveReplay(dataset, params, weights, inter[~newer], retrain_every=0,
                             rerank_every=0, cases=cases, bundle=serving, trees=trees)
         columns = list(inter.columns)
-        for row in events.itertuples(index=False, name=None):
-            replay.step(row, columns)
+        first_scored = len(events) - max_new
+        for n, row in enumerate(events.itertuples(index=False, name=None)):
+            replay.step(row, columns, score=n >= first_scored)
         through = float(pd.to_numeric(events["timestamp"]).max())
         pending += len(events)
     refit = len(cases) >= min_cases and (trees is None or pending >= every)
@@ -79,4 +84,4 @@ def update_reranker(
         log.info("reranker refitted on %d cases", len(cases))
     attach_trees(bundle, trees, len(cases))
     cases.save(path, through=through, since_fit=pending)
-    return RerankOutcome(len(events), len(cases), refit, trees is not None)
+    return RerankOutcome(min(len(events), max_new), len(cases), refit, trees is not None)

@@ -92,10 +92,11 @@ class LiveReplay:
             x, y = self.cases.arrays()
             self.trees = fit_trees(x, y, seed=self.params.seed)
 
-    def step(self, row: pd.Series | tuple[object, ...],
-             columns: list[str]) -> tuple[int, int] | None:
+    def step(self, row: pd.Series | tuple[object, ...], columns: list[str],
+             score: bool = True) -> tuple[int, int] | None:
         """Rank the event's movie for its user (blend rank, final rank; K when outside the
-        top K), then apply it; None for a movie the model does not know."""
+        top K), then apply it; None for a movie the model does not know, or when not
+        asked to ``score`` (the event is only applied)."""
         self._maintain(columns)
         values = dict(zip(columns, row, strict=True))
         uid, mid = str(values["user_id"]), str(values["movie_id"])
@@ -108,6 +109,10 @@ class LiveReplay:
             self.activity.add(mid, ts)
             return None
         rows = self.histories.setdefault(uid, [])
+        rating = float(values["rating"])  # type: ignore[arg-type]
+        if not score:
+            self._apply(rows, item, mid, ts, rating)
+            return None
         history = history_of(rows) if rows else UserHistory.empty()
         if self.remap is not None:
             history = UserHistory(self.remap[history.item_idx], history.confidence,
@@ -131,8 +136,9 @@ class LiveReplay:
                               x)
             at = np.flatnonzero(order[:K] == target)
             final = int(at[0]) if at.size else K
-        rule = self.params.rule
-        rating = float(values["rating"])  # type: ignore[arg-type]
-        apply_event(rows, item, float(rule.from_ratings(rating)), ts, rating)
-        self.activity.add(mid, ts)
+        self._apply(rows, item, mid, ts, rating)
         return blend_rank, final
+
+    def _apply(self, rows: HistoryRows, item: int, mid: str, ts: float, rating: float) -> None:
+        apply_event(rows, item, float(self.params.rule.from_ratings(rating)), ts, rating)
+        self.activity.add(mid, ts)
