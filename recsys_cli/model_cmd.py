@@ -178,6 +178,9 @@ def evaluate(
     retrain_every: Annotated[int, typer.Option(
         help="Protocol C: also score models retrained after every N replayed events, as the "
              "periodic trainer does (0: off).", min=0)] = 1000,
+    rerank_every: Annotated[int, typer.Option(
+        help="Protocol C, with --retrain-every: refit the reranker after every N events, as "
+             "RECSYS_TRAIN_RERANK_EVERY does (0: blend only).", min=0)] = 5000,
     out: Annotated[Path, typer.Option(help="Directory for the JSON and the chart.")] = Path(
         "reports"),
     data_dir: DataDir = None,
@@ -201,7 +204,7 @@ def evaluate(
             ds = load_dataset(dataset, data_dir)
             result = run_evaluation(ds, chosen, seed_list, stratify,  # type: ignore[arg-type]
                                     progress=lambda p: bar.update(task, description=p),
-                                    retrain_every=retrain_every)
+                                    retrain_every=retrain_every, rerank_every=rerank_every)
     except RecsysError as exc:
         raise fail(exc) from None
     result["created_at"] = datetime.now(UTC).isoformat()

@@ -38,7 +38,6 @@ FEATURES: tuple[str, ...] = (
     "log_history", "log_gap", "same_second", "sitting", "last_rating", "mean_rating",
     "year", "years_old", "log_days_known", "log_day_count", "log_week_count",
     "index_distance", "year_distance", "genre_overlap",
-    *(f"log_rank_{c}" for c in COMPONENTS),
 )
 #: bundle ``extra`` arrays of the trees: one row per node of every tree, roots by tree
 TREE_ARRAYS = (*RERANK_NODE_ARRAYS, "rerank_roots")
@@ -60,16 +59,31 @@ class Trees:
     base: float
     depth: int
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_leaf", self.left == np.arange(self.left.size))
+
     def score(self, x: F32 | F64) -> F64:
+        """Raw scores (log-odds) of the rows of ``x``. Walks all (row, tree) pairs a level at
+        a time, keeping only those not yet at a leaf."""
         x = np.asarray(x, dtype=np.float64)
-        n = x.shape[0]
-        node = np.broadcast_to(self.roots, (n, self.roots.size)).copy()
-        rows = np.arange(n)[:, None]
-        for _ in range(self.depth):
-            v = x[rows, self.feature[node]]
-            go_left = np.where(np.isnan(v), self.missing_left[node], v <= self.threshold[node])
-            node = np.where(go_left, self.left[node], self.right[node])
-        out: F64 = self.value[node].sum(axis=1) + self.base
+        n, f = x.shape
+        t = self.roots.size
+        flat = x.ravel()
+        node = np.tile(self.roots, n)
+        offset = np.repeat(np.arange(n) * f, t)
+        leaf: npt.NDArray[np.bool_] = self._leaf  # type: ignore[attr-defined]
+        active = np.flatnonzero(~leaf[node])
+        while active.size:
+            nd = node[active]
+            v = flat[offset[active] + self.feature[nd]]
+            go_left = v <= self.threshold[nd]
+            nan = np.isnan(v)
+            if nan.any():
+                go_left = np.where(nan, self.missing_left[nd], go_left)
+            nd = np.where(go_left, self.left[nd], self.right[nd])
+            node[active] = nd
+            active = active[~leaf[nd]]
+        out: F64 = self.value[node].reshape(n, t).sum(axis=1) + self.base
         return out
 
     def arrays(self) -> dict[str, npt.NDArray[np.generic]]:
@@ -135,17 +149,10 @@ def features(
     n = cand.size
     out = np.zeros((n, len(FEATURES)), dtype=np.float32)
     nc = len(COMPONENTS)
-    log_n = np.log1p(bundle.n_items)
     for j, name in enumerate(COMPONENTS):
         s = comps.get(name)
-        if s is None:
-            out[:, nc + 16 + j] = log_n
-            continue
-        z = standardize(s)
-        zc = z[cand]
-        out[:, j] = zc
-        # how many movies the component puts above the candidate (without a full sort)
-        out[:, nc + 16 + j] = np.log1p((z[None, :] > zc[:, None]).sum(axis=1))
+        if s is not None:
+            out[:, j] = standardize(s)[cand]
     out[:, nc] = blended[cand]
     out[:, nc + 1] = np.arange(n)
     now = activity.now

@@ -46,6 +46,7 @@ def run_evaluation(
     params: TrainParams | None = None,
     progress: Progress | None = None,
     retrain_every: int = 0,
+    rerank_every: int = 5000,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"dataset": dataset.name, "summary": dataset.summary()}
     if "topn" in protocols:
@@ -56,7 +57,8 @@ def run_evaluation(
         out["rating"] = protocol_rating(dataset, params, progress=progress)
     if "stream" in protocols:
         out["stream"] = protocol_stream(dataset, params, progress=progress,
-                                        retrain_every=retrain_every)
+                                        retrain_every=retrain_every,
+                                        rerank_every=rerank_every)
     return out
 
 
