@@ -15,7 +15,7 @@ from recsys_core.artifacts import ArtifactError, load_bundle, save_bundle
 from recsys_core.dataset import Dataset
 from recsys_core.rerank import CANDIDATES, FEATURES, Trees, rerank
 from recsys_core.scoring import BlendWeights, blend, component_scores, top_k
-from training.evaluation.live import LiveReplay
+from training.evaluation.live import LiveReplay, seeded_activity
 from training.evaluation.splits import temporal_split
 from training.pipeline import TrainParams, train_models
 from training.registry import ModelRegistry
@@ -175,3 +175,17 @@ def test_trainer_stage_logs_new_events_then_refits(ml100k: Dataset, tmp_path: Pa
     t2, t3 = Trees.from_bundle(second), Trees.from_bundle(third)
     assert t2 is not None and t3 is not None
     np.testing.assert_array_equal(t2.value, t3.value)
+
+
+def test_seeded_activity_equals_feeding_every_event(ml100k: Dataset) -> None:
+    events = ml100k.interactions.iloc[:30000]
+    fed = MovieActivity()
+    ordered = events.sort_values("timestamp", kind="stable")
+    for mid, ts in zip(ordered["movie_id"].astype(str), ordered["timestamp"], strict=True):
+        fed.add(mid, float(ts))
+    seeded = seeded_activity(events)
+    ids = sorted(set(ordered["movie_id"].astype(str)))
+    assert seeded.now == fed.now
+    for left, right in zip(seeded.features(seeded.positions_of(ids)),
+                           fed.features(fed.positions_of(ids)), strict=True):
+        np.testing.assert_array_equal(left, right)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from recsys_core.activity import MovieActivity
+from recsys_core.activity import WEEK, MovieActivity
 from recsys_core.artifacts import ModelBundle
 from recsys_core.dataset import Dataset
 from recsys_core.history import UserHistory
@@ -26,6 +26,25 @@ from training.rerank import CaseLog, fit_trees
 from training.weights import HistoryRows, apply_event, history_of
 
 K = 10
+
+
+def seeded_activity(events: pd.DataFrame) -> MovieActivity:
+    """The movie activity after ``events``: each movie's first time, then the last week's
+    events in time order (older ones no longer count)."""
+    activity = MovieActivity()
+    if len(events) == 0:
+        return activity
+    mids = events["movie_id"].astype(str)
+    ts = events["timestamp"].to_numpy(np.float64)
+    first = pd.Series(ts, index=mids.to_numpy()).groupby(level=0).min()
+    for mid, t in zip(first.index.tolist(), first.tolist(), strict=True):
+        activity.seen(str(mid), float(t))
+    recent = ts >= ts.max() - WEEK
+    order = np.argsort(ts[recent], kind="stable")
+    for mid, t in zip(mids.to_numpy()[recent][order].tolist(), ts[recent][order].tolist(),
+                      strict=True):
+        activity.add(mid, t)
+    return activity
 
 
 class LiveReplay:
@@ -60,11 +79,7 @@ class LiveReplay:
             self.histories[uid] = list(zip(h.item_idx.tolist(), h.confidence.tolist(),
                                            h.timestamps.tolist(), h.ratings.tolist(),
                                            strict=True))
-        self.activity = MovieActivity()
-        ordered = prior.sort_values("timestamp", kind="stable")
-        for mid, ts in zip(ordered["movie_id"].astype(str), ordered["timestamp"].tolist(),
-                           strict=True):
-            self.activity.add(mid, float(ts))
+        self.activity = seeded_activity(prior)
         self.applied: list[pd.DataFrame] = [prior]
         self.pending: list[tuple[object, ...]] = []
         self.events = 0
