@@ -239,18 +239,29 @@ def freshness_part(settings: CommonSettings, base: str, samples: int,
 
 
 def protocol_c_part(settings: CommonSettings, base: str, events: list[dict[str, Any]],
-                    limit: int | None, known: set[str]) -> dict[str, Any]:
+                    limit: int | None, known: set[str],
+                    schedule: list[tuple[int, int]] | None = None,
+                    model_dir: Path | None = None) -> dict[str, Any]:
     """Before each replayed event, the API's top-10 for its user; the event is then
     produced and, before that user is asked again, applied (as the offline simulation
-    updates the state after each event)."""
+    updates the state after each event). With a ``schedule`` of (event, version), that
+    version is made current before that event is asked about, and the API's answers are
+    awaited until they come from it (the trainer publishing at the same points)."""
+    switch = dict(schedule or [])
+    registry = ModelRegistry(model_dir) if model_dir is not None else None
     client = UserStateStore.from_url(settings.redis_url, keys=settings.keys).r
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=0, acks=1)
     sent: dict[str, int] = {}
     base_rev: dict[str, int] = {}
     hits, rr, asked = 0, 0.0, 0
     todo = events[:limit] if limit else events
-    for e in track(todo, description="protocol C (live)", console=console):
+    for n, e in enumerate(track(todo, description="protocol C (live)", console=console)):
         user = e["user_id"]
+        if n in switch and registry is not None:
+            version = switch[n]
+            registry.flip(version)
+            wait_for(lambda v=version, u=user: get_json(  # type: ignore[misc]
+                f"{base}/v1/users/{u}/recommendations?k=1")["model_version"] == v, 60, 0.05)
         if user not in base_rev:
             raw = client.hget(settings.keys.meta(user), "rev")
             base_rev[user] = int(raw) if raw else 0
@@ -272,16 +283,34 @@ def protocol_c_part(settings: CommonSettings, base: str, events: list[dict[str, 
     return {"events": asked, "hr@10": hits / asked, "mrr@10": rr / asked}
 
 
-def offline_protocol_c(model_dir: Path, limit: int | None) -> dict[str, Any]:
+def offline_protocol_c(model_dir: Path, limit: int | None,
+                       retrain_every: int = 0, warmup: float = 0.5) -> dict[str, Any]:
     """The offline simulation; the model it trains (blend weights fitted on the newest
-    training events) is published for the live run, so both score the same model."""
+    training events) is published for the live run, so both score the same model.
+
+    With ``retrain_every``, the simulated live system's models (retrained, with the
+    reranker's trees) are saved as versions too, with the replay event at which each
+    started serving (``schedule``), so that the live run can switch at the same events."""
     from training.evaluation.protocols import protocol_stream
 
     ds = load_dataset("ml-100k", DATA_DIR)
     registry = ModelRegistry(model_dir)
+    schedule: list[tuple[int, int]] = []
+
+    def stage(n: int, bundle: ModelBundle) -> None:
+        bundle.version = registry.next_version()
+        registry.save(bundle)
+        schedule.append((n, bundle.version))
+
     result = protocol_stream(ds, limit=limit, on_model=registry.publish,
-                             progress=lambda msg: console.print(msg))
-    return {"events": result["replay_events"], **result["models"]["live_hybrid"]}
+                             progress=lambda msg: console.print(msg),
+                             retrain_every=retrain_every, warmup=warmup,
+                             on_live_model=stage if retrain_every else None)
+    out = {"events": result["replay_events"], **result["models"]["live_hybrid"]}
+    if retrain_every:
+        out["live_system"] = result["models"]["live_system"]
+        out["schedule"] = schedule
+    return out
 
 
 def candidates_part(model_dir: Path, events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -335,6 +364,13 @@ def main() -> None:
     ap.add_argument("--protocol-c-events", type=int, default=None,
                     help="replay only the first N events of the newest 20 %% (all: unset)")
     ap.add_argument("--large-items", type=int, default=100_000)
+    ap.add_argument("--retrain-every", type=int, default=0,
+                    help="protocol C: the live system retrained after every N events with "
+                         "its reranker, versions switched at the same events live and "
+                         "offline (0: the model of the training 80 %% throughout)")
+    ap.add_argument("--warmup", type=float, default=0.5,
+                    help="with --retrain-every: where in the training events the simulated "
+                         "live system starts (see protocol C)")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     results: dict[str, Any] = {}
@@ -346,13 +382,13 @@ def main() -> None:
             model_dir = scratch / "models"
             if "protocol-c" in parts:
                 console.print("protocol C offline (trains the model served below) ...")
-                results["protocol_c_offline"] = offline_protocol_c(model_dir,
-                                                                   args.protocol_c_events)
+                results["protocol_c_offline"] = offline_protocol_c(
+                    model_dir, args.protocol_c_events, args.retrain_every, args.warmup)
             else:
                 console.print("training on the oldest 80 % of ml-100k ...")
                 publish_model(model_dir, fraction=0.8)
             env = stack_env(stack, model_dir, scratch, RECSYS_KEY_PREFIX="bench",
-                            RECSYS_TOPIC_PREFIX="bench.")
+                            RECSYS_TOPIC_PREFIX="bench.", RECSYS_API_MODEL_POLL_SECONDS="0.2")
             settings = CommonSettings(kafka_bootstrap=stack.kafka_bootstrap,
                                       redis_url=stack.redis_url, key_prefix="bench",
                                       topic_prefix="bench.")
@@ -384,7 +420,8 @@ def main() -> None:
                         if "protocol-c" in parts:
                             results["protocol_c_live"] = protocol_c_part(
                                 settings, base, dataset_events("ml-100k", split),
-                                args.protocol_c_events, set(bundle.movies.ids))
+                                args.protocol_c_events, set(bundle.movies.ids),
+                                results["protocol_c_offline"].get("schedule"), model_dir)
         if "large" in parts:
             large_dir = scratch / "large"
             console.print(f"synthetic {args.large_items:,}-movie model ...")
@@ -458,11 +495,15 @@ def report(results: dict[str, Any]) -> None:
     if "protocol_c_live" in results:
         c = results["protocol_c_live"]
         t.add_row("protocol C", "live (API + Kafka + worker)",
-                  f"HR@10 {c['hr@10']:.3f}, MRR@10 {c['mrr@10']:.3f} over {c['events']:,}")
+                  f"HR@10 {c['hr@10']:.4f}, MRR@10 {c['mrr@10']:.4f} over {c['events']:,}")
     if "protocol_c_offline" in results:
         c = results["protocol_c_offline"]
         t.add_row("protocol C", "offline simulation (same model)",
-                  f"HR@10 {c['hr@10']:.3f}, MRR@10 {c['mrr@10']:.3f} over {c['events']:,}")
+                  f"HR@10 {c['hr@10']:.4f}, MRR@10 {c['mrr@10']:.4f} over {c['events']:,}")
+        if "live_system" in c:
+            ls = c["live_system"]
+            t.add_row("protocol C", "offline, live system (same versions)",
+                      f"HR@10 {ls['hr@10']:.4f}, MRR@10 {ls['mrr@10']:.4f}")
     console.print(t)
     console.print_json(json.dumps(results))
 

@@ -22,7 +22,7 @@ from recsys_core.rerank import CANDIDATES, Trees, features, rerank
 from recsys_core.scoring import BlendWeights, blend, component_scores, top_k
 from training.matrices import build_training_data
 from training.pipeline import TrainParams, train_models
-from training.rerank import CaseLog, fit_trees
+from training.rerank import CaseLog, attach_trees, fit_trees
 from training.weights import HistoryRows, apply_event, history_of
 
 K = 10
@@ -87,11 +87,21 @@ class LiveReplay:
         self.current = self.bundle
         self.remap: np.ndarray | None = None
         self.skipped = 0
+        #: called with the number of events so far whenever the serving model changes
+        self.on_change: Callable[[int], None] | None = None
+
+    def serving_bundle(self) -> ModelBundle:
+        """The model serving now, with the reranker's trees attached (as a trainer would
+        publish it)."""
+        attach_trees(self.current, self.trees, len(self.cases))
+        return self.current
 
     def _maintain(self, columns: list[str]) -> None:
         if self.events == 0:
             return
+        changed = False
         if self.retrain_every > 0 and self.events % self.retrain_every == 0:
+            changed = True
             self.applied.append(pd.DataFrame(self.pending, columns=columns))
             self.pending = []
             self.applied = [pd.concat(self.applied, ignore_index=True)]
@@ -106,6 +116,9 @@ class LiveReplay:
                 self.progress(f"C: refitting the reranker on {len(self.cases)} cases")
             x, y = self.cases.arrays()
             self.trees = fit_trees(x, y, seed=self.params.seed)
+            changed = True
+        if changed and self.on_change is not None:
+            self.on_change(self.events)
 
     def step(self, row: pd.Series | tuple[object, ...], columns: list[str],
              score: bool = True) -> tuple[int, int] | None:

@@ -155,6 +155,7 @@ def protocol_stream(
     retrain_every: int = 0,
     rerank_every: int = 5000,
     warmup: float = 0.5,
+    on_live_model: Callable[[int, ModelBundle], None] | None = None,
 ) -> dict[str, Any]:
     """Protocol C, offline: train on the oldest ``fraction``, replay the rest in time order;
     before each event ask for the user's top-10 (seen excluded) and score a hit.
@@ -167,7 +168,10 @@ def protocol_stream(
     newest logged cases. So that the reranker has cases at the start of the test, the
     simulation starts ``warmup`` of the way into the training events (it runs over the
     newest training events first, scoring nothing there). ``live_hybrid_retrained`` is the
-    blend alone; ``live_system`` the blend reordered by the reranker."""
+    blend alone; ``live_system`` the blend reordered by the reranker. ``on_live_model``
+    receives (replay events so far, bundle with trees) at the start of the replay and at
+    each change of the simulated system's model (the live benchmark publishes them at the
+    same points)."""
     params = params or TrainParams()
     train, replay = temporal_split(dataset.interactions, fraction)
     if limit:
@@ -227,7 +231,7 @@ def protocol_stream(
     elapsed = time.perf_counter() - started
     if retrain_every > 0:
         hits.update(_live_system(dataset, params, weights, train, replay, retrain_every,
-                                 rerank_every, warmup, progress))
+                                 rerank_every, warmup, progress, on_live_model))
     rows = {
         n: {
             "hr@10": float(np.mean([r < K for r in v])) if v else 0.0,
@@ -253,7 +257,7 @@ def protocol_stream(
 def _live_system(
     dataset: Dataset, params: TrainParams, weights: BlendWeights, train: pd.DataFrame,
     replay: pd.DataFrame, retrain_every: int, rerank_every: int, warmup: float,
-    progress: Progress | None,
+    progress: Progress | None, on_model: Callable[[int, ModelBundle], None] | None = None,
 ) -> dict[str, list[int]]:
     """Ranks of each replayed event's movie in the simulated live system (blend alone and
     reranked), after a warm-up over the newest ``1 - warmup`` of the training events."""
@@ -265,6 +269,10 @@ def _live_system(
                       rerank_every, progress=progress)
     for row in train.iloc[start:].itertuples(index=False, name=None):
         live.step(row, columns)
+    if on_model is not None:
+        warm = live.events
+        on_model(0, live.serving_bundle())
+        live.on_change = lambda n: on_model(n - warm, live.serving_bundle())
     out: dict[str, list[int]] = {"live_hybrid_retrained": [], "live_system": []}
     for row in replay[columns].itertuples(index=False, name=None):
         ranks = live.step(row, columns)
