@@ -10,8 +10,6 @@ last week) and adds the events it reads from the event log after the bundle's da
 
 from __future__ import annotations
 
-from collections import deque
-
 import numpy as np
 import numpy.typing as npt
 
@@ -19,22 +17,67 @@ from recsys_core.vocab import Vocabulary
 
 DAY = 86_400.0
 WEEK = 7 * DAY
+HOUR = 3600.0
+#: "the last day": the current hour and the 24 before it; "the last week": the current
+#: day (UTC) and the 7 before it
+DAY_BUCKETS = 25
+WEEK_BUCKETS = 8
 #: bundle ``extra`` arrays with the trainer's view of activity at its data end: the movie
 #: index and time of each event of the last week, and each movie's first event time
 #: (NaN: never seen)
 ACTIVITY_ARRAYS = ("activity_items", "activity_times", "activity_first_seen")
 
 
+def counted_since(now: float) -> float:
+    """The oldest event time that still counts at ``now`` (the week's first bucket)."""
+    return (now // DAY - (WEEK_BUCKETS - 1)) * DAY
+
+
+class _Ring:
+    """Event counts per movie in the newest ``slots`` time buckets of ``span`` seconds (a
+    ring of dense rows; memory is slots × movies, whatever the event rate)."""
+
+    def __init__(self, span: float, slots: int) -> None:
+        self.span, self.slots = span, slots
+        self.counts = np.zeros((slots, 0), dtype=np.float32)
+        self.bucket = np.full(slots, -1, dtype=np.int64)  # the bucket each row holds
+
+    def grow(self, size: int) -> None:
+        extra = np.zeros((self.slots, size - self.counts.shape[1]), dtype=np.float32)
+        self.counts = np.concatenate([self.counts, extra], axis=1)
+
+    def add(self, pos: int, ts: float, now: float) -> None:
+        b = int(ts // self.span)
+        if b <= int(now // self.span) - self.slots:
+            return  # older than the window
+        row = b % self.slots
+        if self.bucket[row] != b:
+            if self.bucket[row] > b:
+                return  # the row holds a newer bucket: this one has left the window
+            self.counts[row] = 0.0
+            self.bucket[row] = b
+        self.counts[row, pos] += 1.0
+
+    def total(self, positions: npt.NDArray[np.int64], now: float) -> npt.NDArray[np.float64]:
+        live = self.bucket > int(now // self.span) - self.slots
+        out: npt.NDArray[np.float64] = self.counts[live][:, positions].sum(axis=0,
+                                                                           dtype=np.float64)
+        return out
+
+
 class MovieActivity:
-    """Sliding day and week counts per movie id, first-seen times, and the event clock."""
+    """Per movie id: events in the last day and the last week, first-seen times; and the
+    event clock.
+
+    Counts are kept in time buckets, so memory does not grow with the event rate: "the last
+    day" is the current hour and the 24 before it, "the last week" the current day (UTC)
+    and the 7 before it."""
 
     def __init__(self) -> None:
         self._pos: dict[str, int] = {}
-        self._day = np.zeros(0)
-        self._week = np.zeros(0)
         self._first = np.zeros(0)
-        self._day_q: deque[tuple[float, int]] = deque()
-        self._week_q: deque[tuple[float, int]] = deque()
+        self._day = _Ring(HOUR, DAY_BUCKETS)
+        self._week = _Ring(DAY, WEEK_BUCKETS)
         self.now = float("-inf")
         self._lookups: dict[int, npt.NDArray[np.int64]] = {}
 
@@ -42,11 +85,12 @@ class MovieActivity:
         pos = self._pos.get(movie_id)
         if pos is None:
             pos = self._pos[movie_id] = len(self._pos)
-            if pos >= self._day.size:
-                grow = max(1024, 2 * self._day.size)
-                self._day = np.concatenate([self._day, np.zeros(grow)])
-                self._week = np.concatenate([self._week, np.zeros(grow)])
-                self._first = np.concatenate([self._first, np.full(grow, np.nan)])
+            if pos >= self._first.size:
+                size = self._first.size + max(1024, self._first.size)
+                self._first = np.concatenate([self._first,
+                                              np.full(size - self._first.size, np.nan)])
+                self._day.grow(size)
+                self._week.grow(size)
         return pos
 
     def add(self, movie_id: str, ts: float) -> None:
@@ -57,26 +101,14 @@ class MovieActivity:
             self._first[pos] = ts
         if ts > self.now:
             self.now = ts
-        if ts >= self.now - WEEK:
-            self._week[pos] += 1
-            self._week_q.append((ts, pos))
-            if ts >= self.now - DAY:
-                self._day[pos] += 1
-                self._day_q.append((ts, pos))
-        self._expire()
+        self._day.add(pos, ts, self.now)
+        self._week.add(pos, ts, self.now)
 
     def seen(self, movie_id: str, ts: float) -> None:
         """A first-seen time from before the windows (a seed), without counting an event."""
         pos = self._position(movie_id)
         if not self._first[pos] <= ts:
             self._first[pos] = ts
-
-    def _expire(self) -> None:
-        for q, counts, span in ((self._day_q, self._day, DAY), (self._week_q, self._week, WEEK)):
-            limit = self.now - span
-            while q and q[0][0] < limit:
-                _, pos = q.popleft()
-                counts[pos] -= 1
 
     def positions(self, movies: Vocabulary) -> npt.NDArray[np.int64]:
         """Each of ``movies``' position here (movies never seen get one), cached per
@@ -98,7 +130,8 @@ class MovieActivity:
         """(days since first seen, NaN when never; events in the last day; in the last
         week) at the given positions."""
         known = (self.now - self._first[positions]) / DAY
-        return known, self._day[positions], self._week[positions]
+        return (known, self._day.total(positions, self.now),
+                self._week.total(positions, self.now))
 
     @classmethod
     def from_arrays(cls, movies: Vocabulary, items: npt.NDArray[np.int64],
@@ -126,7 +159,7 @@ def activity_arrays(
         # the first occurrence of each movie in time order
         uniq, at = np.unique(idx, return_index=True)
         first[uniq] = ts[at]
-        recent = ts >= ts[-1] - WEEK
+        recent = ts >= counted_since(float(ts[-1]))
         idx, ts = idx[recent], ts[recent]
     else:
         idx, ts = movie_idx, times

@@ -2,7 +2,8 @@
 API process: seeded from the serving bundle (the trainer's last week and first-seen times)
 and fed by a task that follows the event log stream (``Keys.event_log()``), which holds
 every applied event once. Events up to the bundle's data end are already in the seed; only
-newer ones are added. A new model version reseeds and re-adds the newer events it lacks.
+newer ones are added. A new model version reseeds and re-adds the followed events newer
+than its own data end (kept for that, up to :data:`MAX_BUFFERED`).
 """
 
 from __future__ import annotations
@@ -16,10 +17,14 @@ from datetime import datetime
 
 import redis.asyncio as aioredis
 
-from recsys_core.activity import ACTIVITY_ARRAYS, WEEK, MovieActivity
+from recsys_core.activity import ACTIVITY_ARRAYS, MovieActivity
 from recsys_core.artifacts import ModelBundle
 
 log = logging.getLogger(__name__)
+
+#: followed events kept for a reseed; a trainer that falls further behind than this loses
+#: the oldest of them from the counts until it publishes
+MAX_BUFFERED = 200_000
 
 
 class LiveActivity:
@@ -28,7 +33,8 @@ class LiveActivity:
         self._activity = MovieActivity()
         self._version: int | None = None
         self._since = float("-inf")
-        self._recent: deque[tuple[str, float]] = deque()  # the last week's followed events
+        #: followed events newer than the bundle's data end (re-added after a reseed)
+        self._recent: deque[tuple[str, float]] = deque(maxlen=MAX_BUFFERED)
         self.followed = 0
 
     def for_bundle(self, bundle: ModelBundle) -> MovieActivity:
@@ -47,17 +53,16 @@ class LiveActivity:
             fresh = MovieActivity()
         end = bundle.manifest.get("data_window", {}).get("to_timestamp")
         since = float(end) if end is not None else float("-inf")
+        self._recent = deque(((m, t) for m, t in self._recent if t > since),
+                             maxlen=MAX_BUFFERED)
         for mid, ts in self._recent:
-            if ts > since:
-                fresh.add(mid, ts)
+            fresh.add(mid, ts)
         self._activity, self._since, self._version = fresh, since, bundle.version
 
     def add(self, movie_id: str, ts: float) -> None:
         with self._lock:
-            self._recent.append((movie_id, ts))
-            while self._recent and self._recent[0][1] < ts - WEEK:
-                self._recent.popleft()
             if ts > self._since:
+                self._recent.append((movie_id, ts))
                 self._activity.add(movie_id, ts)
             self.followed += 1
 

@@ -99,19 +99,25 @@ def test_trees_travel_in_the_bundle(replayed: LiveReplay, tmp_path: Path) -> Non
 
 def test_activity_windows_follow_event_time() -> None:
     a = MovieActivity()
-    t0 = 1_000_000.0
+    t0 = 100 * DAY  # the start of a day (UTC)
     a.add("1", t0)
     a.add("1", t0 + 0.5 * DAY)
     a.add("2", t0 + 2 * DAY)
     pos = a.positions_of(["1", "2", "3"])
     known, day, week = a.features(pos)
     assert a.now == t0 + 2 * DAY
-    assert day.tolist() == [0, 1, 0]  # movie 1's events are over a day old
+    # movie 1's events are over a day old (the day is the current hour and the 24 before)
+    assert day.tolist() == [0, 1, 0]
     assert week.tolist() == [2, 1, 0]
     assert known[:2].tolist() == [2.0, 0.0] and np.isnan(known[2])
     a.add("3", t0 + 2 * DAY + WEEK)
     _, day, week = a.features(pos)
+    # the week is the current day and the 7 before: movie 2's day is the oldest counted
     assert day.tolist() == [0, 0, 1] and week.tolist() == [0, 1, 1]
+    a.add("3", t0 + 2 * DAY + WEEK + DAY)
+    _, day, week = a.features(pos)
+    # an event 24 hours before the current hour still counts for the day
+    assert day.tolist() == [0, 0, 2] and week.tolist() == [0, 0, 2]
     # an event older than the week counts for first-seen only
     a.add("4", t0)
     _, day, week = a.features(a.positions_of(["4"]))

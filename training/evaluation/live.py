@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from recsys_core.activity import WEEK, MovieActivity
+from recsys_core.activity import MovieActivity, counted_since
 from recsys_core.artifacts import ModelBundle
 from recsys_core.dataset import Dataset
 from recsys_core.history import UserHistory
@@ -39,7 +39,7 @@ def seeded_activity(events: pd.DataFrame) -> MovieActivity:
     first = pd.Series(ts, index=mids.to_numpy()).groupby(level=0).min()
     for mid, t in zip(first.index.tolist(), first.tolist(), strict=True):
         activity.seen(str(mid), float(t))
-    recent = ts >= ts.max() - WEEK
+    recent = ts >= counted_since(float(ts.max()))
     order = np.argsort(ts[recent], kind="stable")
     for mid, t in zip(mids.to_numpy()[recent][order].tolist(), ts[recent][order].tolist(),
                       strict=True):
