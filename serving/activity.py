@@ -36,9 +36,13 @@ class LiveActivity:
         #: followed events newer than the bundle's data end (re-added after a reseed)
         self._recent: deque[tuple[str, float]] = deque(maxlen=MAX_BUFFERED)
         self.followed = 0
+        #: set once a model with a reranker asks for the activity; until then nothing is
+        #: followed (a model without trees never reads it)
+        self.enabled = False
 
     def for_bundle(self, bundle: ModelBundle) -> MovieActivity:
         """The activity seeded from this bundle (reseeded when the version changes)."""
+        self.enabled = True
         if self._version != bundle.version:
             with self._lock:
                 if self._version != bundle.version:
@@ -83,8 +87,11 @@ def entry_event(fields: dict[bytes, bytes]) -> tuple[str, float] | None:
 
 async def follow_event_log(url: str, stream: str, live: LiveActivity,
                            block_ms: int = 1000) -> None:
-    """Add every event-log entry to ``live``, from the oldest one retained; reconnects
-    after errors (a lost connection resumes after the last entry read)."""
+    """Add every event-log entry to ``live``, from the oldest one retained, once ``live``
+    is enabled; reconnects after errors (a lost connection resumes after the last entry
+    read)."""
+    while not live.enabled:
+        await asyncio.sleep(0.5)
     last = b"0-0"
     backoff = 0.5
     while True:
