@@ -118,6 +118,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                     await tracker.maintain()
                 await asyncio.to_thread(holder.refresh)
                 await asyncio.to_thread(service.refresh_new_movies)
+                await asyncio.to_thread(service.warm_activity)
             except Exception:  # noqa: BLE001 - a bad version must not stop the polling
                 log.exception("model refresh failed")
 

@@ -71,6 +71,13 @@ class Service:
         self.new_movies = NewMovies()
         self.activity = LiveActivity()
 
+    def warm_activity(self) -> None:
+        """Seed the movie activity for a newly loaded model with a reranker here, in the
+        background, not in the first request that needs it."""
+        model = self.holder.model
+        if model is not None and model.trees is not None:
+            self.activity.for_bundle(model.bundle)
+
     def refresh_new_movies(self) -> None:
         """Pick up catalog-only movies (and re-vectorise them for a new model version)."""
         model = self.holder.model
