@@ -99,6 +99,15 @@ def get_json(url: str) -> Any:
         return json.loads(r.read())
 
 
+def followed(base: str) -> float:
+    """Event-log entries the API has read (its ``recsys_api_activity_followed_total``)."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("recsys_api_activity_followed_total "):
+                return float(line.split()[1])
+    return 0.0
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -246,7 +255,8 @@ def protocol_c_part(settings: CommonSettings, base: str, events: list[dict[str, 
     produced and, before that user is asked again, applied (as the offline simulation
     updates the state after each event). With a ``schedule`` of (event, version), that
     version is made current before that event is asked about, and the API's answers are
-    awaited until they come from it (the trainer publishing at the same points)."""
+    awaited until they come from it (the trainer publishing at the same points); and
+    before each event, every earlier one must be applied and read by the API."""
     switch = dict(schedule or [])
     registry = ModelRegistry(model_dir) if model_dir is not None else None
     client = UserStateStore.from_url(settings.redis_url, keys=settings.keys).r
@@ -255,8 +265,16 @@ def protocol_c_part(settings: CommonSettings, base: str, events: list[dict[str, 
     base_rev: dict[str, int] = {}
     hits, rr, asked = 0, 0.0, 0
     todo = events[:limit] if limit else events
+    log_key = settings.keys.event_log()
+    log_base = int(client.xlen(log_key))
     for n, e in enumerate(track(todo, description="protocol C (live)", console=console)):
         user = e["user_id"]
+        if switch:
+            # every earlier event applied and read by the API (the reranker's clock and
+            # movie activity), as in the offline simulation and in real time, where
+            # events are seconds apart against a freshness of tens of milliseconds
+            wait_for(lambda k=log_base + n: int(client.xlen(log_key)) >= k, 30, 0.001)
+            wait_for(lambda k=log_base + n: followed(base) >= k, 30, 0.001)
         if n in switch and registry is not None:
             version = switch[n]
             registry.flip(version)

@@ -164,7 +164,10 @@ def features(
     if size:
         ts = history.timestamps
         last = float(ts[-1])
-        gap = max(now - last, 0.0) if np.isfinite(now) else 0.0
+        # the clock is never behind the user's own newest event (a live API may not have
+        # read it from the event log yet)
+        now = max(now, last)
+        gap = now - last
         out[:, nc + 3] = np.log1p(gap)
         out[:, nc + 4] = float(gap == 0.0)
         out[:, nc + 5] = float((ts >= last - SITTING_SECONDS).sum())

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 
 from recsys_core.activity import ACTIVITY_ARRAYS, MovieActivity
 from recsys_core.artifacts import ModelBundle
+from serving import metrics
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ async def follow_event_log(url: str, stream: str, live: LiveActivity,
                         event = entry_event(fields)
                         if event is not None:
                             live.add(*event)
+                        metrics.ACTIVITY_FOLLOWED.inc()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - keep following whatever Redis does

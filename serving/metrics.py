@@ -22,3 +22,6 @@ DEPENDENCY_ERRORS = Counter("recsys_api_dependency_errors_total",
                             "Calls to Redis or the broker that failed", ["dependency"])
 CACHE = Counter("recsys_api_cache_total", "Recommendation requests answered from the response "
                 "cache (hit) or computed (miss)", ["result"])
+ACTIVITY_FOLLOWED = Counter("recsys_api_activity_followed_total",
+                            "Event-log entries the API has read into the movie activity "
+                            "(the reranker's day and week counts)")
