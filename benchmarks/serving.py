@@ -216,10 +216,11 @@ def latency_part(base: str, users: list[str], concurrency: int, seconds: float,
 
 
 def freshness_part(settings: CommonSettings, base: str, samples: int,
-                   tag: str = "fresh") -> dict[str, Any]:
+                   tag: str = "fresh", at: float | None = None) -> dict[str, Any]:
     """Produce a rating of the user's current top-1; time until it leaves the top-10. Users
     and event ids start with ``tag``: a second call with the same tag would send the same
-    event ids, which the stream rightly drops as duplicates."""
+    event ids, which the stream rightly drops as duplicates. ``at``: the events' time
+    (default: now); a replay of old events must not see its event clock jump to today."""
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=0, acks=1)
     lat: list[float] = []
     missed: list[int] = []  # samples not reflected within the deadline
@@ -227,7 +228,8 @@ def freshness_part(settings: CommonSettings, base: str, samples: int,
         user = f"{tag}-{n}-{os.getpid()}"
         top = get_json(f"{base}/v1/users/{user}/recommendations?k=10")["items"][0]["movie_id"]
         value = json.dumps({"event_id": f"{user}-1", "user_id": user, "movie_id": top,
-                            "rating": 5, "occurred_at": iso(time.time())}).encode()
+                            "rating": 5,
+                            "occurred_at": iso(time.time() if at is None else at)}).encode()
         t = time.perf_counter()
         producer.send(settings.topic("rating"), key=user.encode(), value=value)
         producer.flush()
@@ -249,15 +251,17 @@ def freshness_part(settings: CommonSettings, base: str, samples: int,
 
 def protocol_c_part(settings: CommonSettings, base: str, events: list[dict[str, Any]],
                     limit: int | None, known: set[str],
-                    schedule: list[tuple[int, int]] | None = None,
+                    schedule: list[tuple[int, int, bool]] | None = None,
                     model_dir: Path | None = None) -> dict[str, Any]:
     """Before each replayed event, the API's top-10 for its user; the event is then
     produced and, before that user is asked again, applied (as the offline simulation
     updates the state after each event). With a ``schedule`` of (event, version), that
     version is made current before that event is asked about, and the API's answers are
     awaited until they come from it (the trainer publishing at the same points); and
-    before each event, every earlier one must be applied and read by the API."""
-    switch = dict(schedule or [])
+    before each event, every earlier one must be applied (and, for a model with a
+    reranker, read by the API)."""
+    switch = {n: (version, trees) for n, version, trees in schedule or []}
+    reranked = False
     registry = ModelRegistry(model_dir) if model_dir is not None else None
     client = UserStateStore.from_url(settings.redis_url, keys=settings.keys).r
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=0, acks=1)
@@ -269,17 +273,22 @@ def protocol_c_part(settings: CommonSettings, base: str, events: list[dict[str, 
     log_base = int(client.xlen(log_key))
     for n, e in enumerate(track(todo, description="protocol C (live)", console=console)):
         user = e["user_id"]
+        if n in switch and registry is not None:
+            version, reranked = switch[n]
+            registry.flip(version)
+            wait_for(lambda v=version, u=user: get_json(  # type: ignore[misc]
+                f"{base}/v1/users/{u}/recommendations?k=1")["model_version"] == v, 60, 0.05)
         if switch:
             # every earlier event applied and read by the API (the reranker's clock and
             # movie activity), as in the offline simulation and in real time, where
             # events are seconds apart against a freshness of tens of milliseconds
             wait_for(lambda k=log_base + n: int(client.xlen(log_key)) >= k, 30, 0.001)
-            wait_for(lambda k=log_base + n: followed(base) >= k, 30, 0.001)
-        if n in switch and registry is not None:
-            version = switch[n]
-            registry.flip(version)
-            wait_for(lambda v=version, u=user: get_json(  # type: ignore[misc]
-                f"{base}/v1/users/{u}/recommendations?k=1")["model_version"] == v, 60, 0.05)
+        if reranked:
+            try:
+                wait_for(lambda k=log_base + n: followed(base) >= k, 30, 0.001)
+            except TimeoutError:
+                raise TimeoutError(f"the API followed {followed(base):.0f} event-log entries "
+                                   f"of {log_base + n}") from None
         if user not in base_rev:
             raw = client.hget(settings.keys.meta(user), "rev")
             base_rev[user] = int(raw) if raw else 0
@@ -313,12 +322,12 @@ def offline_protocol_c(model_dir: Path, limit: int | None,
 
     ds = load_dataset("ml-100k", DATA_DIR)
     registry = ModelRegistry(model_dir)
-    schedule: list[tuple[int, int]] = []
+    schedule: list[tuple[int, int, bool]] = []
 
     def stage(n: int, bundle: ModelBundle) -> None:
         bundle.version = registry.next_version()
         registry.save(bundle)
-        schedule.append((n, bundle.version))
+        schedule.append((n, bundle.version, "rerank_roots" in bundle.extra))
 
     result = protocol_stream(ds, limit=limit, on_model=registry.publish,
                              progress=lambda msg: console.print(msg),
@@ -394,8 +403,11 @@ def main() -> None:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp, DevStack() as stack:
         scratch = Path(tmp)
-        n_events = len(load_dataset("ml-100k", DATA_DIR).interactions)
-        split = int(round(0.8 * n_events))
+        times = np.sort(load_dataset("ml-100k", DATA_DIR).interactions["timestamp"].to_numpy())
+        split = int(round(0.8 * times.size))
+        # with the live system's reranker, probe events carry the training data's end as
+        # their time: the event clock (the reranker's "now") must not jump to today
+        probe_at = float(times[split - 1]) if args.retrain_every else None
         if parts & {"latency", "freshness", "protocol-c", "candidates"}:
             model_dir = scratch / "models"
             if "protocol-c" in parts:
@@ -431,10 +443,10 @@ def main() -> None:
                         wait_for(lambda: _status(f"http://127.0.0.1:{wport}/metrics") == 200,
                                  120)
                         # the first join: wait until an event goes through
-                        freshness_part(settings, base, 1, tag="warm-up")
+                        freshness_part(settings, base, 1, tag="warm-up", at=probe_at)
                         if "freshness" in parts:
-                            results["freshness"] = freshness_part(settings, base,
-                                                                  args.freshness_samples)
+                            results["freshness"] = freshness_part(
+                                settings, base, args.freshness_samples, at=probe_at)
                         if "protocol-c" in parts:
                             results["protocol_c_live"] = protocol_c_part(
                                 settings, base, dataset_events("ml-100k", split),

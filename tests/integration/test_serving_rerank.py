@@ -96,7 +96,47 @@ def test_the_api_follows_the_event_log_into_the_movie_activity(api: TestClient) 
              "the followed events")
     _, day_after, week_after = activity.features(pos)
     assert day_after[0] >= 1 and week_after[0] >= 1
+    # every entry of the log is counted as followed (older ones too, added to nothing)
+    settings: ServingSettings = api.app.state.settings  # type: ignore[attr-defined]
+    entries = UserStateStore.from_url(settings.redis_url, keys=settings.keys).r.xlen(
+        settings.keys.event_log())
+    followed = [line for line in api.get("/metrics").text.splitlines()
+                if line.startswith("recsys_api_activity_followed_total ")]
+    assert followed and float(followed[0].split()[1]) >= entries
     started = time.monotonic()
     r = api.get(f"/v1/users/{user}/recommendations", params={"k": 5})
     assert r.status_code == 200 and len(r.json()["items"]) == 5
     assert time.monotonic() - started < 5
+
+
+def test_answers_after_new_events_use_the_followed_activity(
+        api: TestClient, ml100k: Dataset) -> None:
+    """Events newer than the model: the API's answer equals the core reranker's with the
+    bundle's activity plus those events, once the API has read them."""
+    service = api.app.state.service  # type: ignore[attr-defined]
+    settings: ServingSettings = api.app.state.settings  # type: ignore[attr-defined]
+    bundle = ModelRegistry(settings.model_dir).load()
+    trees = Trees.from_bundle(bundle)
+    assert trees is not None
+    end = float(bundle.manifest["data_window"]["to_timestamp"])
+    _, rest = temporal_split(ml100k.interactions, 0.99)
+    user = new_name("u")
+    events = [rating_event(f"{user}-{n}", user if n % 3 == 0 else f"{user}-{n % 7}",
+                           str(r.movie_id), float(r.rating), end + 60 * (n + 1))
+              for n, r in enumerate(rest.iloc[:120].itertuples())]
+    seed(api, events)
+    wait_for(lambda: service.activity.for_bundle(bundle).now == end + 60 * 120, 10,
+             "the followed events")
+    body = api.get(f"/v1/users/{user}/recommendations", params={"k": 10}).json()
+    store = UserStateStore.from_url(settings.redis_url, keys=settings.keys)
+    snap = store.read([user], bundle.item_factors.shape[1])[0]
+    history, _ = history_from_pairs(snap.pairs, bundle, service.holder.require().rule)
+    comps = component_scores(bundle, history, WEIGHTS)
+    total = blend(comps, WEIGHTS)[0]
+    cand, _ = top_k(total, CANDIDATES, history.item_idx)
+    activity = MovieActivity.from_arrays(bundle.movies,
+                                         *(bundle.extra[n] for n in ACTIVITY_ARRAYS))
+    for e in events:
+        activity.add(e["movie_id"], end + 60 * (events.index(e) + 1))
+    idx, _ = rerank(trees, bundle, comps, total, cand, history, activity)
+    assert ids(body) == [bundle.movies.raw(int(i)) for i in idx[:10]]
