@@ -25,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.background import BackgroundTask
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from recsys_core.activity import HOUR
 from recsys_core.events import MAX_ID_LENGTH
 from serving import metrics, schemas
 from serving.activity import follow_event_log
@@ -228,9 +229,13 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
         def cache_key(rev: int) -> tuple[Any, ...]:  # the same state, model and question
             new = service.new_movies
+            # a reranked answer also depends on the movie activity: keep it for the same
+            # hour of event time only
+            hour = (service.activity.for_bundle(model.bundle).now // HOUR
+                    if model.trees is not None else None)
             return (user_id, rev, model.version, len(new), tuple(new.movie_ids[-1:]), k,
                     tuple(genre or ()), year_min, year_max, exclude_seen,
-                    tuple(exclude or ()))
+                    tuple(exclude or ()), hour)
 
         meta = settings.keys.meta(user_id)
         if cache.size:  # a user whose current revision is known: no round trip

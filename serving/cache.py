@@ -1,7 +1,9 @@
 """Recommendation responses kept per API process. A key holds the model version and the
 user's state revision (``rev``, bumped by every applied event), so an entry can never be
 stale: a new event or a new model version simply makes a new key, and old entries age out
-of the LRU. Apps that re-ask for the same user's list get it without rescoring."""
+of the LRU. Apps that re-ask for the same user's list get it without rescoring. With a
+reranker the key also holds the hour of the event clock: the movie activity it reads moves
+with everyone's events, so a reranked answer is kept for that hour only."""
 
 from __future__ import annotations
 
