@@ -64,7 +64,8 @@ class Trees:
 
     def score(self, x: F32 | F64) -> F64:
         """Raw scores (log-odds) of the rows of ``x``. Walks all (row, tree) pairs a level at
-        a time, keeping only those not yet at a leaf."""
+        a time, keeping only those not yet at a leaf; at most ``depth`` levels, so even
+        arrays with a cycle cannot hang a request."""
         x = np.asarray(x, dtype=np.float64)
         n, f = x.shape
         t = self.roots.size
@@ -73,7 +74,9 @@ class Trees:
         offset = np.repeat(np.arange(n) * f, t)
         leaf: npt.NDArray[np.bool_] = self._leaf  # type: ignore[attr-defined]
         active = np.flatnonzero(~leaf[node])
-        while active.size:
+        for _ in range(self.depth if self.depth > 0 else self.left.size):
+            if not active.size:
+                break
             nd = node[active]
             v = flat[offset[active] + self.feature[nd]]
             go_left = v <= self.threshold[nd]
