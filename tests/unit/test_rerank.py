@@ -62,6 +62,29 @@ def test_exported_trees_score_like_scikit_learn(replayed: LiveReplay) -> None:
     np.testing.assert_allclose(trees.score(x), clf.decision_function(x), atol=1e-9)
 
 
+def test_leaf_tables_score_as_the_walk_does(replayed: LiveReplay) -> None:
+    """The bit tables reach the walk's leaves exactly: values on a threshold go left,
+    missing values take each node's learnt side, wider trees are walked."""
+    x, y = replayed.cases.arrays()
+    clf = HistGradientBoostingClassifier(max_iter=30, max_leaf_nodes=31, min_samples_leaf=20,
+                                         early_stopping=False, random_state=0).fit(x, y)
+    trees = export_trees(clf)
+    probe = x[:400].astype(np.float64)
+    internal = np.flatnonzero(trees.left != np.arange(trees.left.size))
+    rows = np.arange(200)
+    nodes = internal[rows % internal.size]
+    probe[rows, trees.feature[nodes]] = trees.threshold[nodes]  # exactly on a threshold
+    probe[200:260, :5] = np.nan
+    assert np.array_equal(trees.score(probe), trees.walk(probe))
+    np.testing.assert_allclose(trees.score(probe), clf.decision_function(probe), atol=1e-9)
+    wide = export_trees(HistGradientBoostingClassifier(
+        max_iter=5, max_leaf_nodes=100, min_samples_leaf=5, early_stopping=False,
+        random_state=0).fit(x, y))  # over 64 leaves a tree: no tables, the walk scores
+    leaves = np.add.reduceat(wide.left == np.arange(wide.left.size), wide.roots)
+    assert leaves.max() > 64
+    np.testing.assert_allclose(wide.score(probe), wide.walk(probe), atol=0)
+
+
 def test_reranked_top_ten_reorders_the_head_only(replayed: LiveReplay) -> None:
     x, y = replayed.cases.arrays()
     trees = fit_trees(x, y, iterations=30)
