@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from devstack import DevStack, free_port
+from recsys_core.dataset import Dataset
 from recsys_core.loaders import load_dataset
 from training.registry import ModelRegistry
 from training.train import run_training
@@ -21,14 +22,28 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("RECSYS_DATA_DIR", ROOT.parent / "shared" / "data"))
 
 
-def publish_model(model_dir: Path, dataset: str = "ml-100k", fraction: float | None = None) -> int:
-    """Train on the dataset (or its oldest ``fraction`` of events) and publish version 1."""
+def _oldest(ds: Dataset, fraction: float) -> Dataset:
+    inter = ds.interactions.sort_values("timestamp", kind="stable")
+    return type(ds)(ds.name, inter.iloc[: int(round(fraction * len(inter)))], ds.movies,
+                    ds.attributes, ds.users, ds.links)
+
+
+def publish_model(model_dir: Path, dataset: str = "ml-100k", fraction: float | None = None,
+                  as_trainer: bool = False) -> int:
+    """Train on the dataset (or its oldest ``fraction`` of events) and publish it.
+
+    ``as_trainer``: the model the trainer would serve: blend weights fitted, and the
+    reranker's trees fitted on the cases of the events after a first version (trained on
+    the oldest seven eighths of those events); otherwise the default weights and no trees.
+    """
     ds = load_dataset(dataset, DATA_DIR)
     if fraction is not None:
-        inter = ds.interactions.sort_values("timestamp", kind="stable")
-        ds = type(ds)(ds.name, inter.iloc[: int(round(fraction * len(inter)))], ds.movies,
-                      ds.attributes, ds.users, ds.links)
-    run = run_training(ds, ModelRegistry(model_dir), fit_weights=False)
+        ds = _oldest(ds, fraction)
+    registry = ModelRegistry(model_dir)
+    if not as_trainer:
+        return run_training(ds, registry, fit_weights=False).models.bundle.version
+    run_training(_oldest(ds, 7 / 8), registry)
+    run = run_training(ds, registry, rerank_every=1, force=True)
     return run.models.bundle.version
 
 

@@ -395,6 +395,10 @@ def main() -> None:
                     help="protocol C: the live system retrained after every N events with "
                          "its reranker, versions switched at the same events live and "
                          "offline (0: the model of the training 80 %% throughout)")
+    ap.add_argument("--plain-model", action="store_true",
+                    help="latency: serve a model with the default blend weights and no "
+                         "reranker (default: as the trainer publishes it, weights fitted, "
+                         "with the reranker's trees)")
     ap.add_argument("--warmup", type=float, default=0.5,
                     help="with --retrain-every: where in the training events the simulated "
                          "live system starts (see protocol C)")
@@ -415,8 +419,9 @@ def main() -> None:
                 results["protocol_c_offline"] = offline_protocol_c(
                     model_dir, args.protocol_c_events, args.retrain_every, args.warmup)
             else:
-                console.print("training on the oldest 80 % of ml-100k ...")
-                publish_model(model_dir, fraction=0.8)
+                console.print("training on the oldest 80 % of ml-100k"
+                              f"{'' if args.plain_model else ' as the trainer does'} ...")
+                publish_model(model_dir, fraction=0.8, as_trainer=not args.plain_model)
             env = stack_env(stack, model_dir, scratch, RECSYS_KEY_PREFIX="bench",
                             RECSYS_TOPIC_PREFIX="bench.", RECSYS_API_MODEL_POLL_SECONDS="0.2")
             settings = CommonSettings(kafka_bootstrap=stack.kafka_bootstrap,
@@ -437,6 +442,9 @@ def main() -> None:
                         results["latency"] = latency_part(base, users, args.concurrency,
                                                           args.seconds, scratch, cb)
                     results["latency"]["api_rss_mb"] = rss_mb(proc.pid)
+                    results["latency"]["model"] = {
+                        "version": bundle.version, "reranker": "rerank_roots" in bundle.extra,
+                        "blend_weights": bundle.manifest.get("blend_weights", {})}
                 if parts & {"freshness", "protocol-c"}:
                     with worker({**env, "RECSYS_STREAM_APP_ID": "bench-serving"},
                                 scratch / "worker.log") as (wproc, wport):
@@ -509,6 +517,10 @@ def report(results: dict[str, Any]) -> None:
 
     if "latency" in results:
         lat_rows("ml-100k", results["latency"])
+        m = results["latency"].get("model", {})
+        if m:
+            t.add_row("ml-100k", "served model",
+                      f"version {m['version']}, reranker: {'yes' if m['reranker'] else 'no'}")
     if "large" in results:
         lat_rows(f"{results['large']['items']:,} movies", results["large"])
     if "candidates" in results:

@@ -15,6 +15,7 @@ Everything is a few gathers and bincounts over the peers' rows: no loop over the
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,10 +43,28 @@ class PeerVotes:
     anchors: npt.NDArray[np.float32]  # pos_v(h_k), NaN where v did not rate h_k, (p, q)
 
 
+#: the last :func:`peer_votes` answer: a request asks twice, for the scores and then for the
+#: reasons (bundle weakly referenced, so a replaced model is not kept alive by it)
+_last: tuple[weakref.ref[ModelBundle], UserHistory, float, int, PeerVotes | None] | None = None
+
+
 def peer_votes(
     bundle: ModelBundle, history: UserHistory, decay: float, length: int
 ) -> PeerVotes | None:
     """The voting peers for this history, or None (no query, no peer sharing a movie)."""
+    global _last
+    last = _last
+    if (last is not None and last[1] is history and last[0]() is bundle
+            and last[2] == decay and last[3] == length):
+        return last[4]
+    votes = _peer_votes(bundle, history, decay, length)
+    _last = (weakref.ref(bundle), history, decay, length, votes)
+    return votes
+
+
+def _peer_votes(
+    bundle: ModelBundle, history: UserHistory, decay: float, length: int
+) -> PeerVotes | None:
     if len(history) == 0 or not has_peers(bundle):
         return None
     params = bundle.params
@@ -79,18 +98,30 @@ def peer_votes(
     return PeerVotes(query, weights, peers, sim[peers], anchors)
 
 
-def _kernel(bundle: ModelBundle, votes: PeerVotes) -> tuple[
+def _kernel(bundle: ModelBundle, votes: PeerVotes,
+            only: npt.NDArray[np.int64] | None = None) -> tuple[
     npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]
 ]:
-    """For every movie of every voting peer: (peer slot, movie, per-query-movie votes (e, q))."""
+    """For every movie of every voting peer (of the movies in ``only``, when given):
+    (peer slot, movie, per-query-movie votes (e, q)). Computed in place, in as few passes
+    over the (e, q) array as the formula allows (it is most of a request's time)."""
     x = bundle.extra
     bandwidth = float(bundle.params.get("peers_bandwidth", 10.0))
     flat, lengths = row_positions(x["peers_user_indptr"], votes.peers)
     slot = np.repeat(np.arange(votes.peers.size), lengths)
     items = x["peers_user_items"][flat].astype(np.int64)
-    gap = np.abs(x["peers_user_positions"][flat][:, None] - votes.anchors[slot])
-    per_query = np.nan_to_num(np.exp(-gap.astype(np.float64) / bandwidth), nan=0.0)
-    return slot, items, per_query * votes.weights
+    if only is not None:
+        keep = np.isin(items, only)
+        flat, slot, items = flat[keep], slot[keep], items[keep]
+    gap = votes.anchors[slot]  # (e, q) float32, NaN where the peer did not rate h_k
+    np.subtract(x["peers_user_positions"][flat][:, None], gap, out=gap)
+    np.abs(gap, out=gap)
+    per_query = np.empty(gap.shape)
+    np.divide(gap, -bandwidth, out=per_query, dtype=np.float64)  # -gap / bandwidth
+    np.exp(per_query, out=per_query)
+    np.fmax(per_query, 0.0, out=per_query)  # NaN (no anchor) → 0; votes are never negative
+    np.multiply(per_query, votes.weights, out=per_query)
+    return slot, items, per_query
 
 
 def peer_scores(
@@ -114,16 +145,14 @@ def peer_sources(
     votes = peer_votes(bundle, history, decay, length)
     if votes is None or not targets:
         return {}
-    slot, items, per_query = _kernel(bundle, votes)
     tcols = np.asarray(targets, dtype=np.int64)
-    hit = np.isin(items, tcols)
-    if not hit.any():
+    slot, items, per_query = _kernel(bundle, votes, only=tcols)
+    if not items.size:
         return {}
-    position = np.searchsorted(np.sort(tcols), items[hit])
+    position = np.searchsorted(np.sort(tcols), items)
     order = np.argsort(tcols)
     by_target = np.zeros((tcols.size, votes.query.size))
-    np.add.at(by_target, order[position],
-              per_query[hit] * votes.similarity[slot[hit]][:, None])
+    np.add.at(by_target, order[position], per_query * votes.similarity[slot][:, None])
     best = np.argmax(by_target, axis=1)
     return {int(t): int(votes.query[b]) for t, b, row in zip(tcols, best, by_target, strict=True)
             if row[b] > 0}

@@ -26,7 +26,7 @@ import numpy.typing as npt
 from recsys_core.activity import MovieActivity
 from recsys_core.artifacts import RERANK_NODE_ARRAYS, ModelBundle
 from recsys_core.history import UserHistory
-from recsys_core.scoring import COMPONENTS, standardize
+from recsys_core.scoring import COMPONENTS
 
 F64 = npt.NDArray[np.float64]
 F32 = npt.NDArray[np.float32]
@@ -250,21 +250,22 @@ class GenreMatrix:
 
 def features(
     bundle: ModelBundle,
-    comps: dict[str, F64],
+    z: dict[str, F64],
     blended: F64,
     cand: npt.NDArray[np.int64],
     history: UserHistory,
     activity: MovieActivity,
 ) -> F32:
     """One row of :data:`FEATURES` per candidate (movie indexes ``cand``, best first by
-    ``blended``). ``comps`` are the raw component scores of :func:`component_scores`."""
+    ``blended``). ``z`` are the components' standardised scores
+    (:func:`recsys_core.scoring.standardized`)."""
     n = cand.size
     out = np.zeros((n, len(FEATURES)), dtype=np.float32)
     nc = len(COMPONENTS)
     for j, name in enumerate(COMPONENTS):
-        s = comps.get(name)
+        s = z.get(name)
         if s is not None:
-            out[:, j] = standardize(s)[cand]
+            out[:, j] = s[cand]
     out[:, nc] = blended[cand]
     out[:, nc + 1] = np.arange(n)
     now = activity.now
@@ -311,7 +312,7 @@ def features(
 def rerank(
     trees: Trees,
     bundle: ModelBundle,
-    comps: dict[str, F64],
+    z: dict[str, F64],
     blended: F64,
     cand: npt.NDArray[np.int64],
     history: UserHistory,
@@ -323,7 +324,7 @@ def rerank(
     ``x``: the head's :func:`features` when already computed."""
     head = cand[:CANDIDATES]
     if x is None:
-        x = features(bundle, comps, blended, head, history, activity)
+        x = features(bundle, z, blended, head, history, activity)
     s = trees.score(x)
     order = np.argsort(-s, kind="stable")
     idx = np.concatenate([head[order], cand[CANDIDATES:]])

@@ -88,8 +88,8 @@ def neighbor_scores(
     rows = item_idx[mask]
     w = weights[mask]
     dense = bundle.dense(model)
-    if dense is not None:
-        out_dense: F64 = (w @ dense[rows]).astype(np.float64)
+    if dense is not None:  # in float32, as the matrix is (no float64 copy of the rows)
+        out_dense: F64 = (w.astype(np.float32) @ dense[rows]).astype(np.float64)
         return out_dense
     ptr, indices, scores = bundle.csr(model)
     flat, lengths = row_positions(ptr, rows)
@@ -208,13 +208,60 @@ def standardize(scores: F64) -> F64:
     return (scores - float(scores.mean())) / std
 
 
-def blend(components: dict[str, F64], weights: BlendWeights) -> tuple[F64, dict[str, F64]]:
+def standardized(components: dict[str, F64]) -> dict[str, F64]:
+    """Each component standardised (as :func:`standardize`, in one pass for all of them)."""
+    if not components:
+        return {}
+    names = list(components)
+    stacked = np.stack([components[n] for n in names]).astype(np.float64, copy=False)
+    mean = stacked.mean(axis=1, keepdims=True)
+    std = stacked.std(axis=1, keepdims=True)
+    flat = std[:, 0] == 0.0
+    z = (stacked - mean) / np.where(flat[:, None], 1.0, std)
+    z[flat] = 0.0
+    return dict(zip(names, z, strict=True))
+
+
+def weighted(z: dict[str, F64], weights: BlendWeights) -> tuple[F64, dict[str, F64]]:
     """Weighted sum of standardised components; also returns each weighted part."""
-    parts = {name: weights.component(name) * standardize(s) for name, s in components.items()}
+    parts = {name: weights.component(name) * s for name, s in z.items()}
     if not parts:
         raise ValueError("nothing to blend")
     total = np.sum(list(parts.values()), axis=0)
     return total, parts
+
+
+def blend(components: dict[str, F64], weights: BlendWeights) -> tuple[F64, dict[str, F64]]:
+    """Weighted sum of standardised components; also returns each weighted part."""
+    return weighted(standardized(components), weights)
+
+
+def blended_scores(
+    bundle: ModelBundle,
+    history: UserHistory,
+    weights: BlendWeights,
+    vector: npt.NDArray[np.float32] | None = None,
+    timings: dict[str, float] | None = None,
+) -> tuple[F64, dict[str, F64], dict[str, F64]]:
+    """Every movie's blended score, each component's standardised scores and its weighted
+    part; popularity alone when no component applies (a user with no history and no
+    popularity weight)."""
+    comps = component_scores(bundle, history, weights, vector, timings)
+    if not comps:
+        comps = {"popularity": bundle.popularity.astype(np.float64)}
+        weights = BlendWeights(popularity=1.0)
+    z = standardized(comps)
+    total, parts = weighted(z, weights)
+    return total, z, parts
+
+
+def exclusions(history: UserHistory, exclude_seen: bool,
+             exclude: npt.NDArray[np.int64] | None) -> npt.NDArray[np.int64] | None:
+    """The movies a top-k leaves out: the seen ones with ``exclude_seen``, and ``exclude``."""
+    drop = [history.item_idx] if exclude_seen else []
+    if exclude is not None:
+        drop.append(np.asarray(exclude, dtype=np.int64))
+    return np.concatenate(drop) if drop else None
 
 
 def top_k(
@@ -255,13 +302,6 @@ def recommend(
 ) -> tuple[npt.NDArray[np.int64], F64, dict[str, F64]]:
     """Top-k for one user: (movie indexes, blended scores, weighted parts per component).
     ``exclude`` drops more movies, besides the seen ones with ``exclude_seen``."""
-    comps = component_scores(bundle, history, weights, vector, timings)
-    if not comps:
-        comps = {"popularity": bundle.popularity.astype(np.float64)}
-        weights = BlendWeights(popularity=1.0)
-    total, parts = blend(comps, weights)
-    drop = [history.item_idx] if exclude_seen else []
-    if exclude is not None:
-        drop.append(np.asarray(exclude, dtype=np.int64))
-    idx, scores = top_k(total, k, np.concatenate(drop) if drop else None, allowed)
+    total, _, parts = blended_scores(bundle, history, weights, vector, timings)
+    idx, scores = top_k(total, k, exclusions(history, exclude_seen, exclude), allowed)
     return idx, scores, parts

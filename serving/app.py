@@ -40,6 +40,9 @@ from serving.updates import UpdateHub
 
 log = logging.getLogger(__name__)
 
+#: how often the served top-10s (live HR@10) are written, all in one pipeline
+SERVED_FLUSH_SECONDS = 0.05
+
 ID_PATTERN = r"^[^\s\x00-\x1f/]+$"
 UserId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN,
                              examples=["42"], description="The user's id (any string)")]
@@ -123,12 +126,19 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             except Exception:  # noqa: BLE001 - a bad version must not stop the polling
                 log.exception("model refresh failed")
 
+    async def write_served() -> None:
+        """The served top-10s, in one pipeline per SERVED_FLUSH_SECONDS."""
+        while True:
+            await asyncio.sleep(SERVED_FLUSH_SECONDS)
+            await state.flush_served()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(holder.refresh)
         if settings.api_cache_size:
             await tracker.maintain()
         poller = asyncio.create_task(poll_models())
+        writer = asyncio.create_task(write_served())
         follower = asyncio.create_task(follow_event_log(
             settings.redis_url, settings.keys.event_log(), service.activity))
         hub.start()
@@ -137,8 +147,13 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         finally:
             poller.cancel()
             follower.cancel()
+            writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.flush_served(), 2.0)
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(follower, 2.0)
             tracker.close()
@@ -201,7 +216,6 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             check_key(key)
 
     reads = [Depends(read_key)]
-    pending: set[asyncio.Task[None]] = set()  # fire-and-forget writes still running
     cache = ResponseCache(settings.api_cache_size)
     writes = [Depends(write_key)]
 
@@ -259,10 +273,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         body, after = service.recommendations(model, snap, user_id, k, genre or [], year_min,
                                               year_max, exclude_seen, exclude or [])
         if snap is not None and k >= 10 and not (genre or year_min or year_max):
-            served = [it["movie_id"] for it in body["items"][:10]]
-            remember = asyncio.create_task(state.remember_served(user_id, served))
-            pending.add(remember)
-            remember.add_done_callback(pending.discard)
+            state.remember_served(user_id, [it["movie_id"] for it in body["items"][:10]])
         # the body is built to the schema already: skip re-validating it (the hot path)
         response = JSONResponse(body, background=BackgroundTask(after) if after else None)
         if key is not None and body["fallback_reason"] is None:

@@ -24,7 +24,13 @@ from recsys_core.explain import content_reason, explain_items
 from recsys_core.history import UserHistory
 from recsys_core.rating import predict_rating
 from recsys_core.rerank import CANDIDATES, rerank
-from recsys_core.scoring import content_profile, recommend, top_k, user_vector
+from recsys_core.scoring import (
+    blended_scores,
+    content_profile,
+    exclusions,
+    top_k,
+    user_vector,
+)
 from recsys_core.userstate import history_from_pairs
 from serving import metrics
 from serving.activity import LiveActivity
@@ -155,27 +161,26 @@ class Service:
         view = self.user_view(model, snap)
         timings: dict[str, float] = {}
         extra = [i for i in (model.bundle.movies.get(m) for m in exclude) if i is not None]
-        excluded = np.asarray(extra, dtype=np.int64)
+        extra_ids = np.asarray(extra, dtype=np.int64)
         found = None
         if model.candidates is not None:  # a large catalogue: score candidates only
             found = recommend_candidates(model.bundle, model.candidates, view.history,
                                          model.weights, k=k, exclude_seen=exclude_seen,
                                          allowed=allowed, vector=view.vector,
-                                         exclude=excluded)
+                                         exclude=extra_ids)
         if found is not None:
             idx, scores, item_parts = found
         else:
             trees = model.trees
             want = max(k, CANDIDATES) if trees is not None else k
-            idx, scores, parts = recommend(model.bundle, view.history, model.weights, k=want,
-                                           exclude_seen=exclude_seen, allowed=allowed,
-                                           vector=view.vector, timings=timings,
-                                           exclude=excluded)
+            # as recommend(), keeping the standardised components for the reranker
+            total, z, parts = blended_scores(model.bundle, view.history, model.weights,
+                                             view.vector, timings)
+            idx, scores = top_k(total, want,
+                                exclusions(view.history, exclude_seen, extra_ids), allowed)
             if trees is not None and idx.size:
                 t = time.perf_counter()
-                # the weighted parts standardise back to the components' own scores
-                idx, scores = rerank(trees, model.bundle, parts,
-                                     np.sum(list(parts.values()), axis=0), idx, view.history,
+                idx, scores = rerank(trees, model.bundle, z, total, idx, view.history,
                                      self.activity.for_bundle(model.bundle))
                 idx, scores = idx[:k], scores[:k]
                 timings["rerank"] = time.perf_counter() - t

@@ -44,6 +44,7 @@ class StateReader:
         self.open_seconds = open_seconds
         self._down_until = 0.0
         self._lock = threading.Lock()
+        self._served: dict[str, str] = {}  # user → top-10 served, not yet written
 
     @property
     def client(self) -> redis.Redis:
@@ -78,15 +79,29 @@ class StateReader:
             raise self._failed(exc) from exc
         return snapshot(hist, meta, factors)
 
-    async def remember_served(self, user_id: str, movie_ids: list[str]) -> None:
+    def remember_served(self, user_id: str, movie_ids: list[str]) -> None:
         """Keep the top-10 just served for an hour: the stream counts a later event for one
-        of them as a live hit (live HR@10). Best effort: failures are ignored."""
-        if not movie_ids or time.monotonic() < self._down_until:
-            return
+        of them as a live hit (live HR@10). Written by :meth:`flush_served` with the others
+        of the moment in one pipeline, not one round trip per request."""
+        if movie_ids:
+            self._served[user_id] = ",".join(movie_ids)
+
+    async def flush_served(self) -> int:
+        """Write the served lists noted since the last flush; best effort (failures and an
+        open breaker drop them). Returns how many were written."""
+        if not self._served:
+            return 0
+        batch, self._served = self._served, {}
+        if time.monotonic() < self._down_until:
+            return 0
         try:
-            await self.aclient.set(self.keys.served(user_id), ",".join(movie_ids), ex=3600)
+            pipe = self.aclient.pipeline(transaction=False)
+            for user_id, joined in batch.items():
+                pipe.set(self.keys.served(user_id), joined, ex=3600)
+            await pipe.execute()
         except (*REDIS_ERRORS, TimeoutError):
-            pass
+            return 0
+        return len(batch)
 
     async def close(self) -> None:
         await self.aclient.aclose()

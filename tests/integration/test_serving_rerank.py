@@ -18,7 +18,7 @@ from devstack import DevStack
 from recsys_core.activity import ACTIVITY_ARRAYS, MovieActivity
 from recsys_core.dataset import Dataset
 from recsys_core.rerank import CANDIDATES, Trees, rerank
-from recsys_core.scoring import BlendWeights, blend, component_scores, top_k
+from recsys_core.scoring import BlendWeights, blend, component_scores, standardized, top_k
 from recsys_core.userstate import history_from_pairs
 from serving.app import create_app
 from serving.settings import ServingSettings
@@ -75,7 +75,7 @@ def test_answers_are_the_core_rerankers_on_the_users_redis_state(
     # the seeded events are older than the model's data: the activity is the bundle's
     activity = MovieActivity.from_arrays(bundle.movies,
                                          *(bundle.extra[n] for n in ACTIVITY_ARRAYS))
-    idx, _ = rerank(trees, bundle, comps, total, cand, history, activity)
+    idx, _ = rerank(trees, bundle, standardized(comps), total, cand, history, activity)
     expected = [bundle.movies.raw(int(i)) for i in idx[:10]]
     assert ids(body) == expected
     # the reranker changed the blend's order for this user
@@ -138,5 +138,5 @@ def test_answers_after_new_events_use_the_followed_activity(
                                          *(bundle.extra[n] for n in ACTIVITY_ARRAYS))
     for e in events:
         activity.add(e["movie_id"], end + 60 * (events.index(e) + 1))
-    idx, _ = rerank(trees, bundle, comps, total, cand, history, activity)
+    idx, _ = rerank(trees, bundle, standardized(comps), total, cand, history, activity)
     assert ids(body) == [bundle.movies.raw(int(i)) for i in idx[:10]]

@@ -14,7 +14,7 @@ from recsys_core.activity import DAY, WEEK, MovieActivity, activity_arrays
 from recsys_core.artifacts import ArtifactError, load_bundle, save_bundle
 from recsys_core.dataset import Dataset
 from recsys_core.rerank import CANDIDATES, FEATURES, Trees, rerank
-from recsys_core.scoring import BlendWeights, blend, component_scores, top_k
+from recsys_core.scoring import BlendWeights, blend, component_scores, standardized, top_k
 from training.evaluation.live import LiveReplay, seeded_activity
 from training.evaluation.splits import temporal_split
 from training.pipeline import TrainParams, train_models
@@ -95,7 +95,8 @@ def test_reranked_top_ten_reorders_the_head_only(replayed: LiveReplay) -> None:
     comps = component_scores(bundle, h, WEIGHTS)
     total = blend(comps, WEIGHTS)[0]
     cand, _ = top_k(total, 80, h.item_idx)
-    idx, scores = rerank(trees, bundle, comps, total, cand, h, replayed.activity)
+    idx, scores = rerank(trees, bundle, standardized(comps), total, cand, h,
+                          replayed.activity)
     assert sorted(idx[:CANDIDATES].tolist()) == sorted(cand[:CANDIDATES].tolist())
     assert idx[CANDIDATES:].tolist() == cand[CANDIDATES:].tolist()
     assert (np.diff(scores) <= 0).all()

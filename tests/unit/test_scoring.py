@@ -21,6 +21,7 @@ from recsys_core.scoring import (
     neighbor_scores,
     recommend,
     standardize,
+    standardized,
     top_k,
 )
 from recsys_core.vocab import Vocabulary
@@ -204,6 +205,20 @@ def test_standardize_gives_zero_mean_unit_variance() -> None:
     assert out.mean() == pytest.approx(0.0, abs=1e-12)
     assert out.std() == pytest.approx(1.0)
     np.testing.assert_array_equal(standardize(np.full(4, 7.0)), np.zeros(4))
+
+
+def test_standardized_equals_standardize_of_each_component() -> None:
+    """In one pass for all components, to the bit: rankings do not move."""
+    rng = np.random.default_rng(3)
+    comps = {"cf": rng.normal(size=1682) * 3.0 + 1.0, "item": rng.random(1682) ** 4,
+             "flat": np.full(1682, 2.5), "big": rng.normal(size=100_003) * 1e6}
+    big = comps.pop("big")
+    z = standardized(comps)
+    assert list(z) == list(comps)
+    for name, s in comps.items():
+        assert np.array_equal(z[name], standardize(s))
+    assert np.array_equal(standardized({"big": big})["big"], standardize(big))
+    assert standardized({}) == {}
 
 
 def test_blend_is_the_weighted_sum_of_standardised_components() -> None:

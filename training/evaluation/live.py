@@ -19,7 +19,13 @@ from recsys_core.artifacts import ModelBundle
 from recsys_core.dataset import Dataset
 from recsys_core.history import UserHistory
 from recsys_core.rerank import CANDIDATES, Trees, features, rerank
-from recsys_core.scoring import BlendWeights, blend, component_scores, top_k
+from recsys_core.scoring import (
+    BlendWeights,
+    component_scores,
+    standardized,
+    top_k,
+    weighted,
+)
 from training.matrices import build_training_data
 from training.pipeline import TrainParams, train_models
 from training.rerank import CaseLog, attach_trees, fit_trees
@@ -149,18 +155,18 @@ class LiveReplay:
         else:
             target = item
         bundle = self.current
-        comps = component_scores(bundle, history, self.weights)
-        scores = (blend(comps, self.weights)[0] if comps
+        z = standardized(component_scores(bundle, history, self.weights))
+        scores = (weighted(z, self.weights)[0] if z
                   else bundle.popularity.astype(np.float64))
         cand, _ = top_k(scores, CANDIDATES, history.item_idx)
-        x = features(bundle, comps, scores, cand, history, self.activity)
+        x = features(bundle, z, scores, cand, history, self.activity)
         where = np.flatnonzero(cand == target)
         chosen = int(where[0]) if where.size else -1
         self.cases.add(x, chosen)
         blend_rank = chosen if 0 <= chosen < K else K
         final = blend_rank
         if self.trees is not None:
-            order, _ = rerank(self.trees, bundle, comps, scores, cand, history, self.activity,
+            order, _ = rerank(self.trees, bundle, z, scores, cand, history, self.activity,
                               x)
             at = np.flatnonzero(order[:K] == target)
             final = int(at[0]) if at.size else K
