@@ -11,7 +11,7 @@ from recsys_core.artifacts import STAGE_POPULARITY, ModelBundle, validate
 from recsys_core.errors import ArtifactError
 from recsys_core.foldin import fold_in_user, gramian
 from recsys_core.history import UserHistory
-from recsys_core.peers import peer_scores
+from recsys_core.peers import peer_scores, peer_sources, peer_votes
 from recsys_core.scoring import (
     COMPONENTS,
     BlendWeights,
@@ -494,6 +494,42 @@ def test_peers_component_known_answer() -> None:
     e1, e2 = np.exp(-0.1), np.exp(-0.2)  # one and two places away, bandwidth 10
     np.testing.assert_allclose(scores, sim * np.array([2, e1, e2, e1, e1, 0, 0, 0]))
     assert peer_scores(bundle, history, 0.5, 10) is not None
+
+
+def test_peers_scores_and_reasons_equal_the_formula_summed_vote_by_vote() -> None:
+    """The vectorised kernel against the module's formula, one (peer, movie, query movie)
+    vote at a time: several query movies per second, peers missing some of them."""
+    rng = np.random.default_rng(11)
+    users, items = [], []
+    for u in range(40):
+        seen = rng.permutation(N_ITEMS)[: rng.integers(2, N_ITEMS + 1)]
+        users += [u] * seen.size
+        items += seen.tolist()
+    bundle = _with_peers(make_bundle(), users, items)
+    history = UserHistory.build([0, 1, 2, 3, 4], np.full(5, 11.0),
+                                timestamps=[10.0, 10.0, 20.0, 30.0, 30.0])
+    votes = peer_votes(bundle, history, 0.5, 10)
+    assert votes is not None and votes.peers.size > 5 and np.isnan(votes.anchors).any()
+    x = bundle.extra
+    expected = np.zeros(N_ITEMS)
+    by_source = np.zeros((N_ITEMS, votes.query.size))
+    for s, peer in enumerate(votes.peers.tolist()):
+        for e in range(int(x["peers_user_indptr"][peer]), int(x["peers_user_indptr"][peer + 1])):
+            movie, position = int(x["peers_user_items"][e]), float(x["peers_user_positions"][e])
+            for k, anchor in enumerate(votes.anchors[s].tolist()):
+                if not np.isnan(anchor):
+                    vote = (votes.similarity[s] * votes.weights[k]
+                            * np.exp(-abs(position - anchor) / 10.0))
+                    expected[movie] += vote
+                    by_source[movie, k] += vote
+    np.testing.assert_allclose(peer_scores(bundle, history, 0.5, 10), expected, rtol=1e-12)
+    sources = peer_sources(bundle, history, 0.5, 10, list(range(N_ITEMS)))
+    for movie in range(N_ITEMS):
+        if by_source[movie].max() <= 0:
+            assert movie not in sources
+            continue
+        k = votes.query.tolist().index(sources[movie])  # the best source, up to rounding
+        assert by_source[movie, k] == pytest.approx(by_source[movie].max(), rel=1e-12)
 
 
 def test_peers_component_keeps_only_the_most_similar_peers() -> None:
