@@ -61,14 +61,15 @@ console = Console()
 
 
 @contextmanager
-def api_process(env: dict[str, str], log: Path, cache: bool = False
+def api_process(env: dict[str, str], log: Path, cache: bool = False, root: Path = ROOT
                 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``python -m serving`` of the checkout at ``root`` (this one by default)."""
     port = free_port()
     full = {**os.environ, **env, "RECSYS_API_PORT": str(port), "RECSYS_LOG_LEVEL": "warning",
-            "RECSYS_API_CACHE_SIZE": "10000" if cache else "0"}
+            "RECSYS_API_CACHE_SIZE": "10000" if cache else "0", "PYTHONPATH": str(root)}
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "serving"], env=full, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
+                                stderr=subprocess.STDOUT, start_new_session=True, cwd=root)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _status(f"{base}/readyz") == 200 or proc.poll() is not None, 120)
@@ -399,6 +400,10 @@ def main() -> None:
                     help="latency: serve a model with the default blend weights and no "
                          "reranker (default: as the trainer publishes it, weights fitted, "
                          "with the reranker's trees)")
+    ap.add_argument("--baseline-tree", type=Path, default=None,
+                    help="latency: also measure the API of another checkout (e.g. a git "
+                         "worktree of an earlier commit) on the same model, Redis and "
+                         "requests, in the same run")
     ap.add_argument("--warmup", type=float, default=0.5,
                     help="with --retrain-every: where in the training events the simulated "
                          "live system starts (see protocol C)")
@@ -441,6 +446,13 @@ def main() -> None:
                     with api_process(env, scratch / "api-cached.log", cache=True) as (_, cb):
                         results["latency"] = latency_part(base, users, args.concurrency,
                                                           args.seconds, scratch, cb)
+                    if args.baseline_tree is not None:
+                        console.print(f"latency: the API of {args.baseline_tree} ...")
+                        with api_process(env, scratch / "api-baseline.log",
+                                         root=args.baseline_tree) as (_, bb):
+                            results["latency_baseline"] = latency_part(
+                                bb, users, args.concurrency, args.seconds, scratch)
+                        results["latency_baseline"]["tree"] = str(args.baseline_tree)
                     results["latency"]["api_rss_mb"] = rss_mb(proc.pid)
                     results["latency"]["model"] = {
                         "version": bundle.version, "reranker": "rerank_roots" in bundle.extra,
@@ -517,6 +529,9 @@ def report(results: dict[str, Any]) -> None:
 
     if "latency" in results:
         lat_rows("ml-100k", results["latency"])
+        if "latency_baseline" in results:
+            lat_rows(f"baseline {results['latency_baseline']['tree']}",
+                     results["latency_baseline"])
         m = results["latency"].get("model", {})
         if m:
             t.add_row("ml-100k", "served model",
