@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import Body, Depends, FastAPI, Path, Query, Request, Response
@@ -30,7 +31,7 @@ from recsys_core.events import MAX_ID_LENGTH
 from serving import metrics, schemas
 from serving.activity import follow_event_log
 from serving.cache import ResponseCache
-from serving.model import ModelHolder
+from serving.model import ModelHolder, ServingModel
 from serving.producer import EventSender
 from serving.service import ApiError, Service
 from serving.settings import ServingSettings
@@ -91,6 +92,35 @@ class MetricsMiddleware:
             path = getattr(route, "path", None) or "unmatched"
             metrics.REQUEST_SECONDS.labels(path, scope["method"], str(status)).observe(
                 time.perf_counter() - start)
+
+
+class KeptAnswers:
+    """Serves a kept recommendations answer before routing and parameter parsing, which are
+    most of a cache hit's time: an answer is kept only for a request that already passed
+    them (the key holds the raw query string, the user's current state revision, the model
+    version). ``lookup(user_id, query)`` returns the kept body or None; ``route()`` is the
+    endpoint's route, for the request metrics' label."""
+
+    PATH = re.compile(r"/v1/users/([^/]+)/recommendations")
+
+    def __init__(self, app: ASGIApp, lookup: Callable[[str, bytes], bytes | None],
+                 route: Callable[[], Any]) -> None:
+        self.app = app
+        self.lookup = lookup
+        self.route = route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            m = self.PATH.fullmatch(scope["path"])
+            body = self.lookup(m[1], scope["query_string"]) if m else None
+            if body is not None:
+                scope["route"] = self.route()
+                await send({"type": "http.response.start", "status": 200, "headers": [
+                    (b"content-length", str(len(body)).encode()),
+                    (b"content-type", b"application/json")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
 
 
 def problem(status: int, error: str, detail: str, headers: dict[str, str] | None = None,
@@ -174,6 +204,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.hub = hub
     app.state.tracker = tracker
+    if settings.api_cache_size and not settings.api_read_key_required:
+        app.add_middleware(KeptAnswers, lookup=lambda user_id, query: kept(user_id, query),
+                           route=lambda: recommendations_route)
     app.add_middleware(MetricsMiddleware)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
@@ -221,9 +254,31 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
     # -- recommendations --------------------------------------------------------------------
 
+    def answer_key(model: ServingModel, user_id: str, query: bytes, rev: int
+                   ) -> tuple[Any, ...]:
+        """The same user state, model, catalogue and question (the raw query string)."""
+        new = service.new_movies
+        # a reranked answer also depends on the movie activity: keep it for the same hour
+        # of event time only
+        hour = (service.activity.for_bundle(model.bundle).now // HOUR
+                if model.trees is not None else None)
+        return (user_id, rev, model.version, len(new), tuple(new.movie_ids[-1:]), query, hour)
+
+    def kept(user_id: str, query: bytes) -> bytes | None:
+        """The kept answer of a user whose current revision is known without a round trip
+        (Redis invalidates it on every change), or None."""
+        model = holder.model
+        if model is None or not cache.size:
+            return None
+        known = tracker.known(settings.keys.meta(user_id))
+        if known is None:
+            return None
+        return cache.get(answer_key(model, user_id, query, known))
+
     @app.get("/v1/users/{user_id}/recommendations", response_model=schemas.Recommendations,
              tags=["recommendations"], dependencies=reads, responses=ERRORS)
     async def recommendations(
+        request: Request,
         user_id: UserId,
         k: Annotated[int, Query(ge=1, le=100, description="How many movies")] = 10,
         genre: Annotated[list[str] | None, Query(
@@ -240,24 +295,12 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         popularity blended with the trainer's weights; a reason per movie. A user with no
         history gets popular movies and ``fallback_reason: cold_start``."""
         model = service.model()
-
-        def cache_key(rev: int) -> tuple[Any, ...]:  # the same state, model and question
-            new = service.new_movies
-            # a reranked answer also depends on the movie activity: keep it for the same
-            # hour of event time only
-            hour = (service.activity.for_bundle(model.bundle).now // HOUR
-                    if model.trees is not None else None)
-            return (user_id, rev, model.version, len(new), tuple(new.movie_ids[-1:]), k,
-                    tuple(genre or ()), year_min, year_max, exclude_seen,
-                    tuple(exclude or ()), hour)
-
+        query: bytes = request.scope["query_string"]
         meta = settings.keys.meta(user_id)
-        if cache.size:  # a user whose current revision is known: no round trip
-            known = tracker.known(meta)
-            if known is not None:
-                hit = cache.get(cache_key(known))
-                if hit is not None:
-                    return Response(hit, media_type="application/json")
+        if cache.size and settings.api_read_key_required:  # else KeptAnswers looked
+            hit = kept(user_id, query)
+            if hit is not None:
+                return Response(hit, media_type="application/json")
         token = tracker.begin(meta) if cache.size else None
         snap = None
         try:
@@ -266,7 +309,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             tracker.end(meta, token, snap.rev if snap is not None and snap.rev > 0 else None)
         key = None
         if snap is not None and snap.rev > 0:
-            key = cache_key(snap.rev)
+            key = answer_key(model, user_id, query, snap.rev)
             hit = cache.get(key)
             if hit is not None:
                 return Response(hit, media_type="application/json")
@@ -279,6 +322,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         if key is not None and body["fallback_reason"] is None:
             cache.put(key, bytes(response.body))
         return response
+
+    recommendations_route = next(r for r in app.routes if getattr(r, "endpoint", None)
+                                 is recommendations)
 
     @app.get("/v1/users/{user_id}/because-you-watched", tags=["recommendations"],
              dependencies=reads, responses=ERRORS)

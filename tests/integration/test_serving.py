@@ -579,10 +579,22 @@ def test_cached_answers_are_identical_and_a_new_event_invalidates_them(
         line = [x for x in api.get("/metrics").text.splitlines() if x.startswith(metric)]
         return float(line[0].split()[-1]) if line else 0.0
 
+    def served(route: str = "/v1/users/{user_id}/recommendations") -> float:
+        prefix = "recsys_api_request_seconds_count{"
+        return sum(float(x.split()[-1]) for x in api.get("/metrics").text.splitlines()
+                   if x.startswith(prefix) and f'route="{route}"' in x and 'status="200"' in x)
+
     first = api.get(f"/v1/users/{user}/recommendations").json()
-    before = hits()
+    before, counted = hits(), served()
     again = api.get(f"/v1/users/{user}/recommendations").json()
-    assert again == first and hits() == before + 1
+    # kept answers are served before routing, and still counted under the route
+    assert again == first and hits() == before + 1 and served() == counted + 1
+    # the key is the question as asked: another k is computed, then kept
+    five = api.get(f"/v1/users/{user}/recommendations?k=5").json()
+    assert ids(five) == ids(first)[:5] and hits() == before + 1
+    assert api.get(f"/v1/users/{user}/recommendations?k=5").json() == five
+    assert hits() == before + 2
+    before += 1
     top = first["items"][0]["movie_id"]
     seed(api, [rating_event(f"{user}-new", user, top, 1.0, 890_000_000)])
     after = api.get(f"/v1/users/{user}/recommendations").json()
