@@ -104,13 +104,22 @@ class KeptAnswers:
     PATH = re.compile(r"/v1/users/([^/]+)/recommendations")
 
     def __init__(self, app: ASGIApp, lookup: Callable[[str, bytes], bytes | None],
-                 route: Callable[[], Any]) -> None:
+                 route: Callable[[], Any], key: str = "") -> None:
         self.app = app
         self.lookup = lookup
         self.route = route
+        #: reads need this X-API-Key (empty: open); a request without it goes on to the app,
+        #: which answers 401 or 403
+        self.key = key.encode()
+
+    def _key_ok(self, scope: Scope) -> bool:
+        if not self.key:
+            return True
+        given = next((v for k, v in scope["headers"] if k == b"x-api-key"), b"")
+        return secrets.compare_digest(given, self.key)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET":
+        if scope["type"] == "http" and scope["method"] == "GET" and self._key_ok(scope):
             m = self.PATH.fullmatch(scope["path"])
             body = self.lookup(m[1], scope["query_string"]) if m else None
             if body is not None:
@@ -204,9 +213,10 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.hub = hub
     app.state.tracker = tracker
-    if settings.api_cache_size and not settings.api_read_key_required:
+    if settings.api_cache_size:
         app.add_middleware(KeptAnswers, lookup=lambda user_id, query: kept(user_id, query),
-                           route=lambda: recommendations_route)
+                           route=lambda: recommendations_route,
+                           key=settings.api_key if settings.api_read_key_required else "")
     app.add_middleware(MetricsMiddleware)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
@@ -295,12 +305,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         popularity blended with the trainer's weights; a reason per movie. A user with no
         history gets popular movies and ``fallback_reason: cold_start``."""
         model = service.model()
-        query: bytes = request.scope["query_string"]
+        query: bytes = request.scope["query_string"]  # KeptAnswers had no answer kept
         meta = settings.keys.meta(user_id)
-        if cache.size and settings.api_read_key_required:  # else KeptAnswers looked
-            hit = kept(user_id, query)
-            if hit is not None:
-                return Response(hit, media_type="application/json")
         token = tracker.begin(meta) if cache.size else None
         snap = None
         try:

@@ -312,6 +312,15 @@ def test_api_key_guards_writes_and_admin_and_optionally_reads(
         assert c.get("/v1/users/1/recommendations",
                      headers={"X-API-Key": "s3cret"}).status_code == 200
         assert c.get("/healthz").status_code == 200
+        # a kept answer is no way around the key
+        seed(c, [rating_event(f"key-{m}", "7", m, 4.0, 880_000_000 + n)
+                 for n, m in enumerate(["50", "181", "172"])])
+        for _ in range(2):
+            r = c.get("/v1/users/7/recommendations", headers={"X-API-Key": "s3cret"})
+            assert r.status_code == 200 and r.json()["fallback_reason"] is None
+        assert c.get("/v1/users/7/recommendations").status_code == 401
+        wrong = c.get("/v1/users/7/recommendations", headers={"X-API-Key": "s3cre"})
+        assert wrong.status_code == 403
 
 
 # ------------------------------------------------------------------ end to end
