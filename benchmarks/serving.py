@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -250,6 +251,68 @@ def freshness_part(settings: CommonSettings, base: str, samples: int,
             "p99_ms": float(np.percentile(a, 99)), "max_ms": float(a.max())}
 
 
+def cache_counts(base: str) -> dict[str, float]:
+    """The API's response-cache hits and misses so far (from /metrics)."""
+    out = {"hit": 0.0, "miss": 0.0}
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            for result in out:
+                if line.startswith(f'recsys_api_cache_total{{result="{result}"}}'):
+                    out[result] = float(line.split()[-1])
+    return out
+
+
+def stream_ratings(settings: CommonSettings, users: list[str], movies: list[str], rate: float,
+                   at: float, stop: threading.Event, sent: list[int]) -> None:
+    """Produce ratings of random users and movies at ``rate`` per second until ``stop``;
+    appends how many were sent to ``sent``."""
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5, acks=1)
+    rng = np.random.default_rng(int(rate))
+    start, n = time.perf_counter(), 0
+    while not stop.is_set():
+        due = int((time.perf_counter() - start) * rate)
+        while n < due:
+            user = users[int(rng.integers(len(users)))]
+            value = json.dumps({
+                "event_id": f"mixed-{rate:g}-{n}-{os.getpid()}", "user_id": user,
+                "movie_id": movies[int(rng.integers(len(movies)))],
+                "rating": int(rng.integers(1, 6)), "occurred_at": iso(at)}).encode()
+            producer.send(settings.topic("rating"), key=user.encode(), value=value)
+            n += 1
+        time.sleep(0.002)
+    producer.flush()
+    producer.close()
+    sent.append(n)
+
+
+def mixed_part(settings: CommonSettings, base: str, users: list[str], movies: list[str],
+               rates: list[float], concurrency: int, seconds: float, scratch: Path,
+               at: float) -> list[dict[str, Any]]:
+    """Reads of every user's top-10 (response cache on) while ratings of random users stream
+    in at ``rates`` events/s through Kafka and a stream worker: each event changes a user's
+    state, so that user's next answer is computed. Reports the read rate and latency and
+    the share of reads answered from the cache."""
+    urls = [f"{base}/v1/users/{u}/recommendations?k=10" for u in users]
+    for u in urls:  # warm: every user's answer kept once
+        get_json(u)
+    out = []
+    for rate in rates:
+        stop = threading.Event()
+        sent: list[int] = []
+        thread = threading.Thread(target=stream_ratings, daemon=True, args=(
+            settings, users, movies, rate, at, stop, sent))
+        before = cache_counts(base)
+        thread.start()
+        reads = loadgen(urls, concurrency, seconds, scratch)
+        stop.set()
+        thread.join()
+        after = cache_counts(base)
+        hits, misses = (after[r] - before[r] for r in ("hit", "miss"))
+        out.append({"events_per_second": rate, "events_sent": sum(sent), **reads,
+                    "kept_share": hits / max(hits + misses, 1.0)})
+    return out
+
+
 def protocol_c_part(settings: CommonSettings, base: str, events: list[dict[str, Any]],
                     limit: int | None, known: set[str],
                     schedule: list[tuple[int, int, bool]] | None = None,
@@ -385,7 +448,9 @@ def candidates_part(model_dir: Path, events: list[dict[str, Any]]) -> dict[str, 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--parts", default="latency,large,freshness,protocol-c")
+    ap.add_argument("--parts", default="latency,large,freshness,protocol-c",
+                    help="comma-separated: latency, large, candidates, freshness, mixed, "
+                         "protocol-c")
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--freshness-samples", type=int, default=200)
@@ -400,6 +465,8 @@ def main() -> None:
                     help="latency: serve a model with the default blend weights and no "
                          "reranker (default: as the trainer publishes it, weights fitted, "
                          "with the reranker's trees)")
+    ap.add_argument("--mixed-rates", default="50,200,1000",
+                    help="mixed: rating events per second streamed in while reading")
     ap.add_argument("--baseline-tree", type=Path, default=None,
                     help="latency: also measure the API of another checkout (e.g. a git "
                          "worktree of an earlier commit) on the same model, Redis and "
@@ -417,7 +484,7 @@ def main() -> None:
         # with the live system's reranker, probe events carry the training data's end as
         # their time: the event clock (the reranker's "now") must not jump to today
         probe_at = float(times[split - 1]) if args.retrain_every else None
-        if parts & {"latency", "freshness", "protocol-c", "candidates"}:
+        if parts & {"latency", "freshness", "protocol-c", "candidates", "mixed"}:
             model_dir = scratch / "models"
             if "protocol-c" in parts:
                 console.print("protocol C offline (trains the model served below) ...")
@@ -457,7 +524,7 @@ def main() -> None:
                     results["latency"]["model"] = {
                         "version": bundle.version, "reranker": "rerank_roots" in bundle.extra,
                         "blend_weights": bundle.manifest.get("blend_weights", {})}
-                if parts & {"freshness", "protocol-c"}:
+                if parts & {"freshness", "protocol-c", "mixed"}:
                     with worker({**env, "RECSYS_STREAM_APP_ID": "bench-serving"},
                                 scratch / "worker.log") as (wproc, wport):
                         wait_for(lambda: _status(f"http://127.0.0.1:{wport}/metrics") == 200,
@@ -467,6 +534,17 @@ def main() -> None:
                         if "freshness" in parts:
                             results["freshness"] = freshness_part(
                                 settings, base, args.freshness_samples, at=probe_at)
+                        if "mixed" in parts:
+                            console.print("mixed: reads while ratings stream in ...")
+                            with api_process(env, scratch / "api-mixed.log",
+                                             cache=True) as (_, mb):
+                                trivial = loadgen([f"{mb}/healthz"], args.concurrency,
+                                                  args.seconds, scratch)
+                                results["mixed"] = {"trivial": trivial, "runs": mixed_part(
+                                    settings, mb, users, list(bundle.movies.ids),
+                                    [float(r) for r in args.mixed_rates.split(",")],
+                                    args.concurrency, args.seconds, scratch,
+                                    at=float(times[split - 1]))}
                         if "protocol-c" in parts:
                             results["protocol_c_live"] = protocol_c_part(
                                 settings, base, dataset_events("ml-100k", split),
@@ -538,6 +616,16 @@ def report(results: dict[str, Any]) -> None:
                       f"version {m['version']}, reranker: {'yes' if m['reranker'] else 'no'}")
     if "large" in results:
         lat_rows(f"{results['large']['items']:,} movies", results["large"])
+    if "mixed" in results:
+        m = results["mixed"]
+        triv = m["trivial"]["rps"]
+        t.add_row("mixed", f"trivial (c={m['trivial']['concurrency']})", f"{triv:,.0f} req/s")
+        for r in m["runs"]:
+            t.add_row("mixed", f"reads with {r['events_per_second']:g} events/s "
+                      f"(c={r['concurrency']})",
+                      f"{r['rps']:,.0f} req/s ({r['rps'] / triv:.2f} of trivial), p50 "
+                      f"{r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, kept "
+                      f"{r['kept_share']:.1%}, {r['events_sent']:,} events")
     if "candidates" in results:
         c = results["candidates"]
         for name in ("default", "tenth", "fiftieth"):

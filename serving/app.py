@@ -283,7 +283,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         known = tracker.known(settings.keys.meta(user_id))
         if known is None:
             return None
-        return cache.get(answer_key(model, user_id, query, known))
+        # a miss is counted by the request's own look after reading the state
+        return cache.get(answer_key(model, user_id, query, known), count_miss=False)
 
     @app.get("/v1/users/{user_id}/recommendations", response_model=schemas.Recommendations,
              tags=["recommendations"], dependencies=reads, responses=ERRORS)

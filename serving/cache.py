@@ -18,12 +18,15 @@ class ResponseCache:
         self.size = size
         self._items: OrderedDict[Hashable, bytes] = OrderedDict()
 
-    def get(self, key: Hashable) -> bytes | None:
+    def get(self, key: Hashable, count_miss: bool = True) -> bytes | None:
+        """The kept body, or None (counted as a miss unless ``count_miss`` is false: the
+        caller will look again)."""
         if not self.size:
             return None
         body = self._items.get(key)
         if body is None:
-            metrics.CACHE.labels("miss").inc()
+            if count_miss:
+                metrics.CACHE.labels("miss").inc()
             return None
         self._items.move_to_end(key)
         metrics.CACHE.labels("hit").inc()
