@@ -99,27 +99,29 @@ def _peer_votes(
 
 
 def _kernel(bundle: ModelBundle, votes: PeerVotes) -> tuple[
-    npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]
+    npt.NDArray[np.int64], npt.NDArray[np.int64], F64
 ]:
-    """For every movie of every voting peer: (peer slot, movie, per-query-movie votes (q, e)).
-    In place, in as few passes over the (q, e) array as the formula allows, query movies
-    as rows so that summing them adds whole rows: it is most of a request's time.
-    (Expanding only the anchored pairs, about two in five, is slower: the gathers it needs
-    cost more than the broadcasts they save.)"""
+    """For every movie of every voting peer: (peer slot, movie, its votes summed over the
+    query movies, ``Σ_k w_k · exp(-|gap| / bandwidth)``). This is most of a request's time:
+    the (query movie, movie) array is built in place in float32 (the positions are float32
+    already; the kernel's relative error, 1e-7, is far below the gaps between scores) and
+    summed with the weights by one matrix-vector product. (Expanding only the anchored
+    pairs, about two in five, is slower: the gathers cost more than the broadcasts they
+    save.)"""
     x = bundle.extra
     bandwidth = float(bundle.params.get("peers_bandwidth", 10.0))
     flat, lengths = row_positions(x["peers_user_indptr"], votes.peers)
     slot = np.repeat(np.arange(votes.peers.size), lengths)
     items = x["peers_user_items"][flat].astype(np.int64)
-    gap = np.take(votes.anchors.T, slot, axis=1)  # (q, e) float32, NaN: no anchor
+    # (q, e) float32, NaN: no anchor; each peer's column repeated over its movies
+    gap = np.repeat(np.ascontiguousarray(votes.anchors.T), lengths, axis=1)
     np.subtract(x["peers_user_positions"][flat][None, :], gap, out=gap)
     np.abs(gap, out=gap)
-    per_query = np.empty(gap.shape)
-    np.divide(gap, -bandwidth, out=per_query, dtype=np.float64)  # -gap / bandwidth
-    np.exp(per_query, out=per_query)
-    np.fmax(per_query, 0.0, out=per_query)  # NaN (no anchor) → 0; votes are never negative
-    np.multiply(per_query, votes.weights[:, None], out=per_query)
-    return slot, items, per_query
+    np.multiply(gap, np.float32(-1.0 / bandwidth), out=gap)
+    np.exp(gap, out=gap)
+    np.fmax(gap, np.float32(0.0), out=gap)  # NaN (no anchor) → 0; votes are never negative
+    summed: F64 = (votes.weights.astype(np.float32) @ gap).astype(np.float64)
+    return slot, items, summed
 
 
 def _target_votes(bundle: ModelBundle, votes: PeerVotes, targets: npt.NDArray[np.int64]
@@ -155,8 +157,8 @@ def peer_scores(
     votes = peer_votes(bundle, history, decay, length)
     if votes is None:
         return None
-    slot, items, per_query = _kernel(bundle, votes)
-    vals = per_query.sum(axis=0) * votes.similarity[slot]
+    slot, items, summed = _kernel(bundle, votes)
+    vals = summed * votes.similarity[slot]
     out: F64 = np.bincount(items, weights=vals, minlength=bundle.n_items).astype(np.float64)
     return out
 

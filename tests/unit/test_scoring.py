@@ -522,7 +522,8 @@ def test_peers_scores_and_reasons_equal_the_formula_summed_vote_by_vote() -> Non
                             * np.exp(-abs(position - anchor) / 10.0))
                     expected[movie] += vote
                     by_source[movie, k] += vote
-    np.testing.assert_allclose(peer_scores(bundle, history, 0.5, 10), expected, rtol=1e-12)
+    # the kernel runs in float32 (relative error about 1e-7)
+    np.testing.assert_allclose(peer_scores(bundle, history, 0.5, 10), expected, rtol=1e-6)
     sources = peer_sources(bundle, history, 0.5, 10, list(range(N_ITEMS)))
     for movie in range(N_ITEMS):
         if by_source[movie].max() <= 0:
