@@ -117,11 +117,10 @@ def history_from_pairs(
 ) -> tuple[UserHistory, int]:
     """The scorer's history over movies the model knows, and how many pairs it skipped."""
     table = pairs if isinstance(pairs, PairTable) else PairTable.from_pairs(pairs)
-    get = bundle.movies.get
-    idx = [get(m) for m in table.movie_ids]
-    known = np.fromiter((i is not None for i in idx), dtype=bool, count=len(idx))
+    idx = bundle.movies.indices(table.movie_ids, on_missing="minus_one")
+    known = idx >= 0
     rows = table.values[known]
-    item_idx = np.asarray([i for i in idx if i is not None], dtype=np.int64)
+    item_idx = idx[known]
     r, c = rows[:, 1], rows[:, 2]
     strength = np.maximum(
         np.nan_to_num(rule.rating_strength(r), nan=0.0),

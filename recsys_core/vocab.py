@@ -6,6 +6,7 @@ An index never leaves the vocabulary that made it; callers choose what a miss do
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence, Sized
+from itertools import repeat
 from typing import Any, Literal
 
 import numpy as np
@@ -66,17 +67,15 @@ class Vocabulary:
         or becomes -1 (which numpy would silently read as the last row: callers must mask)."""
         if isinstance(raw_ids, Sized) and len(raw_ids) >= BULK_LOOKUP:
             return self._bulk_indices(raw_ids, on_missing)
-        out: list[int] = []
-        for raw in raw_ids:
-            idx = self._index.get(raw)
-            if idx is None:
-                if on_missing == "raise":
-                    raise self._missing(raw)
-                if on_missing == "drop":
-                    continue
-                idx = -1
-            out.append(idx)
-        return np.asarray(out, dtype=np.int64)
+        ids = raw_ids if isinstance(raw_ids, list | tuple) else list(raw_ids)
+        idx = np.fromiter(map(self._index.get, ids, repeat(-1)), dtype=np.int64,
+                          count=len(ids))
+        missing = idx < 0
+        if on_missing != "minus_one" and missing.any():
+            if on_missing == "raise":
+                raise self._missing(ids[int(missing.argmax())])
+            idx = idx[~missing]
+        return idx
 
     def _bulk_indices(self, raw_ids: Iterable[str], on_missing: OnMissing) -> IdxArray:
         """:meth:`indices` through a pandas hash table (same equality as the dict): a Python
