@@ -150,6 +150,7 @@ class _LeafTables:
     table: npt.NDArray[np.uint64]  # (rows, trees)
     leaf_value: F64  # (trees × 64) flat, leaf values by tree and position
     max_feature: int
+    offsets: npt.NDArray[np.int64]  # where each tree's leaves start in ``leaf_value``
 
     @classmethod
     def build(cls, trees: Trees) -> _LeafTables | None:
@@ -208,7 +209,8 @@ class _LeafTables:
             position += nodes.size
         return cls(np.asarray(columns, dtype=np.int64), np.concatenate(keys),
                    np.asarray(shift, dtype=np.int64), np.asarray(missing_rows, dtype=np.int64),
-                   np.concatenate(blocks), leaf_value.ravel(), int(feature.max()))
+                   np.concatenate(blocks), leaf_value.ravel(), int(feature.max()),
+                   np.arange(0, 64 * n_trees, 64, dtype=np.int64))
 
     def score(self, x: F64) -> F64:
         """Σ over the trees of the leaf values ``x``'s rows reach (without the base)."""
@@ -222,8 +224,7 @@ class _LeafTables:
         alive = np.bitwise_and.reduce(self.table[rows], axis=1)  # (n, trees)
         lowest = alive & (~alive + np.uint64(1))
         position = np.log2(lowest.astype(np.float64)).astype(np.int64)
-        n_trees = alive.shape[1]
-        out: F64 = self.leaf_value[position + np.arange(0, 64 * n_trees, 64)].sum(axis=1)
+        out: F64 = self.leaf_value[position + self.offsets].sum(axis=1)
         return out
 
 

@@ -256,7 +256,7 @@ def blended_scores(
 
 
 def exclusions(history: UserHistory, exclude_seen: bool,
-             exclude: npt.NDArray[np.int64] | None) -> npt.NDArray[np.int64] | None:
+               exclude: npt.NDArray[np.int64] | None) -> npt.NDArray[np.int64] | None:
     """The movies a top-k leaves out: the seen ones with ``exclude_seen``, and ``exclude``."""
     drop = [history.item_idx] if exclude_seen else []
     if exclude is not None:
