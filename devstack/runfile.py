@@ -12,7 +12,9 @@ Layout of ``<run-dir>``::
 ``stack.json`` is written atomically by the supervisor and read by ``recsys up``,
 ``recsys down`` and ``recsys status``. Every start begins from empty ``models``,
 ``eventlog`` and ``stream`` (the broker and Redis start empty too), so a run directory is
-only reused when ``stack.json`` says nothing is running in it.
+only reused when ``stack.json`` says nothing is running in it. The previous run's published
+models are not deleted: they move to ``previous-models/`` (replacing the run before), and
+the start says so.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ DEFAULT_RUN_DIR = Path("runs/stack")
 SUPERVISOR_LOG = "supervisor.log"
 #: sub-directories a start empties (the stack's own output, nothing else)
 OWN_DIRS = ("models", "eventlog", "stream", "logs")
+#: where a start keeps the previous run's published models
+PREVIOUS_MODELS = "previous-models"
 #: states of stack.json; the first three mean a supervisor may be alive
 LIVE_STATES = ("starting", "ready", "stopping")
 
@@ -96,9 +100,10 @@ class RunDir:
             return pid
         return None
 
-    def prepare(self, *, keep_supervisor_log: bool = False) -> None:
+    def prepare(self, *, keep_supervisor_log: bool = False) -> list[str]:
         """Make the run directory ready for a new start: refuse when a stack runs in it or
-        when it holds anything but a previous stack's output, then empty that output."""
+        when it holds anything but a previous stack's output, then empty that output. The
+        previous run's models move to ``previous-models/``; the returned notes say so."""
         pid = self.running_supervisor()
         if pid is not None and pid != os.getpid():
             raise DevStackError(f"a stack is already running in {self.root} (supervisor pid "
@@ -113,12 +118,21 @@ class RunDir:
             if not self.root.is_dir():
                 raise DevStackError(f"run directory {self.root} is a file")
             foreign = sorted(p.name for p in self.root.iterdir()
-                             if p.name not in (*OWN_DIRS, STACK_FILE)
+                             if p.name not in (*OWN_DIRS, STACK_FILE, PREVIOUS_MODELS)
                              and not p.name.endswith(".tmp"))
             if foreign:
                 raise DevStackError(
                     f"run directory {self.root} holds files a stack did not write "
                     f"({', '.join(foreign[:5])}); choose another with --run-dir")
+        notes: list[str] = []
+        kept = self.root / PREVIOUS_MODELS
+        versions = [p for p in self.models.glob("v*") if p.is_dir()] if self.models.is_dir() else []
+        if versions:
+            if kept.exists():
+                _remove(kept)
+            self.models.rename(kept)
+            notes.append(f"the previous run's {len(versions)} model version(s) moved from "
+                         f"{self.models} to {kept}")
         for name in OWN_DIRS:
             path = self.root / name
             if name == "logs" and keep_supervisor_log and path.is_dir():
@@ -129,6 +143,7 @@ class RunDir:
                 _remove(path)
         self.stack_file.unlink(missing_ok=True)
         self.logs.mkdir(parents=True, exist_ok=True)
+        return notes
 
 
 def _remove(path: Path) -> None:

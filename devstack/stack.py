@@ -113,8 +113,10 @@ class Stack:
         which the caller runs :meth:`stop`) if anything fails."""
         preflight(self.options, self.environ)
         train_rows = self._load_dataset()
-        self.run.prepare(keep_supervisor_log=True)
+        notes = self.run.prepare(keep_supervisor_log=True)
         self._prepared = True
+        for note in notes:
+            self._phase(note)
         self._write()
         self._start_servers()
         self._phase(f"training model version 1 on {self.train_events:,} events")

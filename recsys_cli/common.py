@@ -36,6 +36,45 @@ ModelDir = Annotated[
     ),
 ]
 DEFAULT_MODEL_DIR = Path("artifacts/models")
+#: where ``recsys demo`` / ``up`` keep their run (devstack.runfile.DEFAULT_RUN_DIR)
+STACK_RUN_DIR = Path("runs/stack")
+
+FoundModelDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--model-dir",
+        envvar=MODEL_DIR_ENV,
+        help=(f"Where model versions are published (default: ${MODEL_DIR_ENV}, else the "
+              f"models of the stack running or last run in {STACK_RUN_DIR}, else "
+              f"{DEFAULT_MODEL_DIR})."),
+        file_okay=False,
+    ),
+]
+
+
+def model_dir_candidates() -> list[Path]:
+    """Where read commands look for models when no directory is given, in order: the stack
+    running or last run in ``runs/stack`` (``recsys demo`` / ``up``), then
+    ``artifacts/models`` (``recsys train``)."""
+    out = []
+    if (STACK_RUN_DIR / "stack.json").is_file():
+        out.append(STACK_RUN_DIR / "models")
+    out.append(DEFAULT_MODEL_DIR)
+    return out
+
+
+def resolve_model_dir(model_dir: Path | None) -> Path:
+    """The directory given (option or ``$RECSYS_MODEL_DIR``), else the first candidate with a
+    published version; a clear error naming every place looked at when none has one."""
+    if model_dir is not None:
+        return model_dir
+    candidates = model_dir_candidates()
+    for path in candidates:
+        if (path / "CURRENT").is_file():
+            return path
+    looked = ", ".join(str(p) for p in candidates)
+    raise fail(f"no model published in {looked}; start the stack (`recsys up`), train one "
+               f"(`recsys train`) or pass --model-dir / ${MODEL_DIR_ENV}")
 
 
 def fail(exc: RecsysError | str) -> typer.Exit:

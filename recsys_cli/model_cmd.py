@@ -17,11 +17,13 @@ from rich.table import Table
 from recsys_cli.common import (
     DEFAULT_MODEL_DIR,
     DataDir,
+    FoundModelDir,
     ModelDir,
     check_fraction,
     console,
     err_console,
     fail,
+    resolve_model_dir,
 )
 from recsys_core.errors import RecsysError
 
@@ -249,10 +251,11 @@ def _print_result(result: dict[str, Any]) -> None:
 
 
 @model_app.command("list")
-def list_models(model_dir: ModelDir = DEFAULT_MODEL_DIR) -> None:
+def list_models(model_dir: FoundModelDir = None) -> None:
     """Published versions, newest last; the current one is marked."""
     from training.registry import ModelRegistry
 
+    model_dir = resolve_model_dir(model_dir)
     reg = ModelRegistry(model_dir)
     try:
         current = reg.current_version()
@@ -273,11 +276,12 @@ def list_models(model_dir: ModelDir = DEFAULT_MODEL_DIR) -> None:
 @model_app.command("show")
 def show_model(
     version: Annotated[int | None, typer.Argument(help="Version (default: current).")] = None,
-    model_dir: ModelDir = DEFAULT_MODEL_DIR,
+    model_dir: FoundModelDir = None,
 ) -> None:
     """Print a version's manifest."""
     from training.registry import ModelRegistry
 
+    model_dir = resolve_model_dir(model_dir)
     reg = ModelRegistry(model_dir)
     try:
         v = version if version is not None else reg.current_version()
@@ -291,11 +295,12 @@ def show_model(
 @model_app.command("rollback")
 def rollback_model(
     version: Annotated[int | None, typer.Argument(help="Version (default: previous).")] = None,
-    model_dir: ModelDir = DEFAULT_MODEL_DIR,
+    model_dir: FoundModelDir = None,
 ) -> None:
     """Make an older version current again."""
     from training.registry import ModelRegistry
 
+    model_dir = resolve_model_dir(model_dir)
     try:
         v = ModelRegistry(model_dir).rollback(version)
     except RecsysError as exc:
@@ -313,12 +318,13 @@ def register(app: typer.Typer) -> None:
 
 def recommend_offline(
     user: Annotated[str, typer.Argument(help="User id as in the dataset.")],
-    k: Annotated[int, typer.Option(min=1, max=100, help="How many movies.")] = 10,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=100, help="How many movies.")] = 10,
     dataset: Dataset = "ml-100k",
     data_dir: DataDir = None,
-    model_dir: ModelDir = DEFAULT_MODEL_DIR,
+    model_dir: FoundModelDir = None,
 ) -> None:
     """Top-k for a dataset user from the current model version, each with its reason."""
+    model_dir = resolve_model_dir(model_dir)
     from recsys_core.explain import explain
     from recsys_core.history import UserHistory
     from recsys_core.loaders import load_dataset

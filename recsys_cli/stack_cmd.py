@@ -21,7 +21,7 @@ import typer
 from rich.markup import escape
 
 from recsys_cli.common import DataDir, check_fraction, check_positive, console, err_console, fail
-from recsys_cli.stack_view import panel, status_table
+from recsys_cli.stack_view import panel, status_line, status_table
 
 if TYPE_CHECKING:
     from devstack.stack import Stack, StackOptions
@@ -134,7 +134,10 @@ def demo(
     stack = Stack(options)
     error: str | None = None
     try:
-        if live:
+        if live and not console.is_terminal:  # a file or a pipe: one line per phase
+            stack.on_phase = lambda phase: console.print(phase, highlight=False)
+            stack.start()
+        elif live:
             with console.status("starting") as spinner:
                 stack.on_phase = lambda phase: spinner.update(escape(phase))
                 stack.start()
@@ -179,6 +182,14 @@ def _supervise(stack: Stack, live: bool) -> None:
             time.sleep(0.2)
     tracker = FigureTracker()
     data = stack.describe()
+    if not console.is_terminal:  # a file or a pipe: a compact line every few seconds
+        tracker.collect(data["roles"])
+        while True:
+            for _ in range(20):
+                check()
+                time.sleep(0.25)
+            data = stack.describe()
+            console.print(status_line(data, tracker.collect(data["roles"])), highlight=False)
     with Live(status_table(data, tracker.collect(data["roles"])), console=console,
               auto_refresh=False) as view:
         while True:
@@ -218,7 +229,8 @@ def up(
     run = RunDir.at(run_dir)
     try:
         preflight(options)
-        run.prepare()
+        for note in run.prepare():
+            console.print(note)
     except DevStackError as exc:
         raise fail(exc) from None
     argv = [sys.executable, "-m", "recsys_cli.main", "demo", "--no-live",

@@ -106,3 +106,17 @@ def status_table(data: dict[str, Any], figures: StackFigures | None) -> Group:
     )
     return Group(table, summary)
 
+
+
+def status_line(data: dict[str, Any], figures: StackFigures) -> str:
+    """The stack's totals on one line, for output that is not a terminal (a file, ``tee``)."""
+    versions = sorted({f.model_version for f in figures.roles.values() if f.model_version})
+    published = current_version(Path(data["run_dir"]))
+    down = [r["name"] for r in data.get("roles", [])
+            if (f := figures.roles.get(r["name"])) is not None and f.up is False]
+    return (f"{data.get('state')}: applied {_fmt(figures.applied)}"
+            f" ({_fmt(figures.applied_per_s, ',.1f')}/s), lag {_fmt(figures.lag)},"
+            f" model in use {', '.join(f'v{v}' for v in versions) or '-'},"
+            f" published {f'v{published}' if published else '-'},"
+            f" API {_fmt(figures.requests_per_s, ',.1f')} req/s"
+            + (f", not answering: {', '.join(down)}" if down else ""))

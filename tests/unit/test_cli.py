@@ -91,3 +91,41 @@ def test_bad_input_exits_1_with_a_message(
                            else [*args, "--model-dir", str(tmp_path)])
     assert result.exit_code == 1, result.output
     assert message in result.output
+
+
+def test_model_commands_find_the_stack_models_and_say_where_they_looked(
+    published: Path, tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RECSYS_MODEL_DIR", raising=False)
+    missing = runner.invoke(app, ["model", "list"])
+    assert missing.exit_code == 1
+    assert "artifacts/models" in missing.output
+    # a stack ran here: its models are found without --model-dir
+    shutil.copytree(published, tmp_path / "runs" / "stack" / "models")
+    (tmp_path / "runs" / "stack" / "stack.json").write_text("{}")
+    listed = runner.invoke(app, ["model", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert "runs/stack/models" in listed.output.replace("\n", "")
+    top = runner.invoke(app, ["recommend", "42", "-k", "3", "--data-dir", str(data_dir)])
+    assert top.exit_code == 0, top.output
+    assert "Top 3 for user 42" in top.output
+
+
+def test_a_new_start_keeps_the_previous_runs_models_and_says_so(
+    published: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from devstack.runfile import RunDir
+
+    run = RunDir.at(tmp_path / "run")
+    shutil.copytree(published, run.models)
+    notes = run.prepare()
+    assert not run.models.exists()
+    assert (run.root / "previous-models" / "v2" / "manifest.json").is_file()
+    assert len(notes) == 1 and "previous-models" in notes[0]
+    assert run.prepare() == []  # nothing published since: nothing moved, the kept run stays
+    assert (run.root / "previous-models" / "v1").is_dir()
