@@ -19,7 +19,14 @@ from training.evaluation.live import LiveReplay, seeded_activity
 from training.evaluation.splits import temporal_split
 from training.pipeline import TrainParams, train_models
 from training.registry import ModelRegistry
-from training.rerank import CaseLog, attach_trees, export_trees, fit_trees
+from training.rerank import (
+    CaseLog,
+    attach_trees,
+    check_trees,
+    export_trees,
+    fit_checked,
+    fit_trees,
+)
 from training.rerank_stage import CASES_FILE, update_reranker
 from training.weights import history_of
 
@@ -193,18 +200,92 @@ def test_trainer_stage_logs_new_events_then_refits(ml100k: Dataset, tmp_path: Pa
     second = train_models(later, interactions=inter.iloc[:99000], weights=WEIGHTS,
                           version=2).bundle
     out = update_reranker(later, TrainParams(), registry, second, every=1000, min_cases=1000)
-    assert out.new_cases > 1900 and out.refitted and out.has_trees
-    assert Trees.from_bundle(second) is not None
+    assert out.new_cases > 1900 and out.refitted
+    record = second.manifest["reranker"]
+    # refitted on all but the newest tenth, checked on that tenth; published only if better
+    assert record["refitted"] and record["held_out_cases"] == round(0.1 * out.cases)
+    better = (record["rerank_hr@10"], record["rerank_mrr@10"]) > (
+        record["blend_hr@10"], record["blend_mrr@10"])
+    assert out.has_trees == better == (Trees.from_bundle(second) is not None)
+    assert record["decision"] == ("reranked" if better else "blend alone")
+    assert 0.1 < record["blend_hr@10"] < 0.6
     assert (tmp_path / CASES_FILE).exists()
     registry.publish(second)
-    # nothing new: the trees are carried over, not refitted
+    # nothing new: trees are carried over (with their record), not refitted; no trees
+    # are fitted again from the same cases
     third = train_models(later, interactions=inter.iloc[:99000], weights=WEIGHTS,
                          version=3).bundle
     out = update_reranker(later, TrainParams(), registry, third, every=1000, min_cases=1000)
-    assert out.new_cases == 0 and not out.refitted and out.has_trees
+    assert out.new_cases == 0
     t2, t3 = Trees.from_bundle(second), Trees.from_bundle(third)
-    assert t2 is not None and t3 is not None
-    np.testing.assert_array_equal(t2.value, t3.value)
+    if t2 is not None:
+        assert not out.refitted and t3 is not None
+        np.testing.assert_array_equal(t2.value, t3.value)
+        assert third.manifest["reranker"]["carried_from"] == 2
+    else:
+        assert third.manifest["reranker"]["decision"] == "blend alone" and t3 is None
+
+
+def _stump(feature: int, threshold: float) -> Trees:
+    """One split: candidates with ``feature`` above ``threshold`` score 1, the others 0."""
+    return Trees(feature=np.array([feature, 0, 0], np.int32),
+                 threshold=np.array([threshold, 0.0, 0.0]),
+                 left=np.array([1, 1, 2], np.int32), right=np.array([2, 1, 2], np.int32),
+                 value=np.array([0.0, 0.0, 1.0]), missing_left=np.ones(3, bool),
+                 roots=np.array([0], np.int32), base=0.0, depth=1)
+
+
+def test_held_out_check_scores_the_trees_against_the_blend_order() -> None:
+    rank = FEATURES.index("blend_rank")
+    x = np.zeros((CANDIDATES, len(FEATURES)), np.float32)
+    x[:, rank] = np.arange(CANDIDATES)
+    # the stump puts blend ranks 3..49 first (in blend order), then 0, 1, 2
+    trees = _stump(rank, 2.5)
+    check = check_trees(trees, [(x, 0), (x, 5), (x, -1)])
+    assert check.cases == 3
+    assert check.blend_hr == pytest.approx(2 / 3)
+    assert check.blend_mrr == pytest.approx((1.0 + 1 / 6) / 3)
+    assert check.rerank_hr == pytest.approx(1 / 3)  # rank 0 falls to 48th, rank 5 to 3rd
+    assert check.rerank_mrr == pytest.approx((1 / 3) / 3)
+    assert not check.better
+    assert check_trees(trees, [(x, 5)]).better
+    assert check.to_dict()["held_out_cases"] == 3
+
+
+def test_trees_that_do_not_beat_the_blend_are_not_kept(replayed: LiveReplay) -> None:
+    """Fitted on cases whose chosen movie is drawn at random, the trees learn nothing
+    the blend's order does not know: the check on true cases refuses them."""
+    rng = np.random.default_rng(3)
+    true = replayed.cases.newest(len(replayed.cases))
+    noisy = CaseLog(full=len(true))
+    for x, _chosen in true[:-300]:
+        noisy.add(x, int(rng.integers(len(x))))
+    for x, chosen in true[-300:]:
+        noisy.add(x, chosen)
+    trees, check = fit_checked(noisy, holdout_share=300 / len(noisy), iterations=50)
+    assert check is not None and check.cases == 300 and not check.better
+    assert trees is None
+    # the real cases, same split: whatever the outcome, the trees are kept only if better
+    trees, check = fit_checked(replayed.cases, holdout_share=300 / len(true), iterations=50)
+    assert check is not None and (trees is not None) == check.better
+    assert fit_checked(replayed.cases, min_holdout=10_000) == (None, None)
+
+
+def test_case_log_keeps_every_candidate_of_the_newest_cases(tmp_path: Path) -> None:
+    log = CaseLog(window=5, full=2)
+    rng = np.random.default_rng(1)
+    rows = [rng.random((CANDIDATES, len(FEATURES)), dtype=np.float32) for _ in range(6)]
+    for i, x in enumerate(rows):
+        log.add(x, i % 3 - 1)
+    assert len(log) == 5 and log.full_cases == 2
+    newest = log.newest(5)
+    assert [c for _, c in newest] == [0, 1]
+    np.testing.assert_array_equal(newest[-1][0], rows[-1])
+    assert len(log.arrays(exclude_newest=2)[1]) < len(log.arrays()[1])
+    log.save(tmp_path / "cases.npz", through=1.0)
+    again, _ = CaseLog.load(tmp_path / "cases.npz", window=5, full=2)
+    assert [c for _, c in again.newest(2)] == [0, 1]
+    np.testing.assert_array_equal(again.newest(1)[0][0], rows[-1])
 
 
 def test_seeded_activity_equals_feeding_every_event(ml100k: Dataset) -> None:

@@ -4,7 +4,8 @@ Before each event the user's top-10 is computed from the state so far (the blend
 candidates reordered by the reranker when there is one); then the event is applied to the
 user's history and to the movie activity. As in production, the models are retrained on
 every event so far each ``retrain_every`` events (the periodic trainer) and the reranker
-is refitted on the newest logged cases each ``rerank_every`` events.
+is refitted on the newest logged cases each ``rerank_every`` events, and kept only when
+it beats the blend on the newest tenth of them (:func:`training.rerank.fit_checked`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from recsys_core.scoring import (
 )
 from training.matrices import build_training_data
 from training.pipeline import TrainParams, train_models
-from training.rerank import CaseLog, attach_trees, fit_trees
+from training.rerank import CaseLog, RerankCheck, attach_trees, fit_checked
 from training.weights import HistoryRows, apply_event, history_of
 
 K = 10
@@ -93,6 +94,8 @@ class LiveReplay:
         self.current = self.bundle
         self.remap: np.ndarray | None = None
         self.skipped = 0
+        #: (events so far, held-out check) of each refit of the trees
+        self.checks: list[tuple[int, RerankCheck | None]] = []
         #: called with the number of events so far whenever the serving model changes
         self.on_change: Callable[[int], None] | None = None
 
@@ -120,8 +123,9 @@ class LiveReplay:
         if self.rerank_every > 0 and self.events % self.rerank_every == 0 and len(self.cases):
             if self.progress:
                 self.progress(f"C: refitting the reranker on {len(self.cases)} cases")
-            x, y = self.cases.arrays()
-            self.trees = fit_trees(x, y, seed=self.params.seed)
+            # as the trainer does: kept only when they beat the blend on the newest cases
+            self.trees, check = fit_checked(self.cases, seed=self.params.seed)
+            self.checks.append((self.events, check))
             changed = True
         if changed and self.on_change is not None:
             self.on_change(self.events)
