@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from recsys_core.artifacts import ModelBundle
 from recsys_core.history import UserHistory
+from recsys_core.names import is_opaque_id
 from recsys_core.peers import peer_sources
 from recsys_core.scoring import BlendWeights
 from recsys_core.sparse import row_positions
@@ -32,6 +33,12 @@ SHARED_PHRASES = (
     ("tag", "tagged “{value}”, like {title}"),
     ("genre", "{value}, like {title}"),
 )
+#: the same for people known by name (an opaque id is never shown as a name)
+NAMED_PHRASES = {
+    "director": "directed by {value}, like {title}",
+    "writer": "written by {value}, like {title}",
+    "actor": "with {value}, like {title}",
+}
 
 
 def attributes_of(bundle: ModelBundle, idx: int) -> set[str]:
@@ -93,6 +100,9 @@ def content_reason(bundle: ModelBundle, source: int, target: int) -> str:
     for kind, phrase in SHARED_PHRASES:
         values = sorted(v.split("=", 1)[1] for v in shared if v.startswith(f"{kind}="))
         if values:
+            names = [v for v in values if not is_opaque_id(v)]
+            if names and kind in NAMED_PHRASES:
+                return NAMED_PHRASES[kind].format(title=title, value=names[0])
             return phrase.format(title=title, value=values[0])
     return f"similar to {title}"
 

@@ -21,6 +21,7 @@ from recsys_core.artifacts import ModelBundle
 from recsys_core.candidates import CandidateIndex
 from recsys_core.confidence import ConfidenceRule
 from recsys_core.errors import ArtifactError, ModelNotLoaded
+from recsys_core.names import is_opaque_id
 from recsys_core.rerank import Trees
 from recsys_core.scoring import BlendWeights
 from recsys_core.userstate import AffinityIndex
@@ -136,17 +137,21 @@ class ServingModel:
     def n_items(self) -> int:
         return self.bundle.n_items
 
-    def people(self, idx: int) -> dict[str, list[str]]:
+    def people(self, idx: int) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+        """The movie's people by kind: those known by name, and those the data knows only by
+        an opaque id (``m.02gf_l``), kept apart so an id is never shown as a name."""
         ptr = self.bundle.extra.get("attr_indptr")
         values = self.bundle.extra.get("attr_values")
-        out: dict[str, list[str]] = {}
+        names: dict[str, list[str]] = {}
+        ids: dict[str, list[str]] = {}
         if ptr is None or values is None:
-            return out
+            return names, ids
         for v in values[int(ptr[idx]) : int(ptr[idx + 1])].tolist():
             kind, _, name = str(v).partition("=")
             if kind in PEOPLE_KINDS:
-                out.setdefault(kind, []).append(name)
-        return {k: out[k] for k in PEOPLE_KINDS if k in out}
+                (ids if is_opaque_id(name) else names).setdefault(kind, []).append(name)
+        return ({k: names[k] for k in PEOPLE_KINDS if k in names},
+                {k: ids[k] for k in PEOPLE_KINDS if k in ids})
 
     def brief(self, idx: int) -> dict[str, Any]:
         """Id, title, year and genres: what a list of movies shows."""
@@ -160,7 +165,8 @@ class ServingModel:
         }
 
     def movie(self, idx: int) -> dict[str, Any]:
-        return {**self.brief(idx), "people": self.people(idx),
+        names, ids = self.people(idx)
+        return {**self.brief(idx), "people": names, "person_ids": ids,
                 "popularity": round(float(self.bundle.popularity[idx]), 6)}
 
     def allowed(

@@ -50,7 +50,12 @@ class Movie(BaseModel):
     year: int | None = Field(None, examples=[1977])
     genres: list[str] = Field(default_factory=list, examples=[["Action", "Sci-Fi"]])
     people: dict[str, list[str]] = Field(default_factory=dict,
-                                         examples=[{"director": ["George Lucas"]}])
+                                         examples=[{"director": ["George Lucas"]}],
+                                         description="People known by name, by kind")
+    person_ids: dict[str, list[str]] = Field(
+        default_factory=dict, examples=[{"actor": ["m.0htlr"]}],
+        description="People the metadata knows only by an opaque id (e.g. Freebase in "
+                    "ml-100k): ids, not names")
     popularity: float = Field(0.0, description="In [0, 1], the trainer's popularity")
     in_model: bool = Field(True, description="False for a movie known only from a catalog "
                            "event; it enters the next model version")
@@ -97,7 +102,10 @@ class UserProfile(BaseModel):
     user_id: str
     events_applied: int
     vector_version: int | None
-    affinity: dict[str, float]
+    affinity: dict[str, float] = Field(
+        description="The strongest content tokens of the user's taste, e.g. `genre=Drama`, "
+                    "`director=Ridley Scott`; a person known only by an opaque id is marked "
+                    "`actor_id=m.0htlr`")
     history: list[HistoryItem] = Field(description="Newest first")
 
 

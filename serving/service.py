@@ -22,6 +22,7 @@ from recsys_core.errors import InvalidEvent, ModelNotLoaded
 from recsys_core.events import Event, EventType, parse_event
 from recsys_core.explain import content_reason, explain_items
 from recsys_core.history import UserHistory
+from recsys_core.names import mark_token
 from recsys_core.rating import predict_rating
 from recsys_core.rerank import CANDIDATES, rerank
 from recsys_core.scoring import (
@@ -357,7 +358,8 @@ class Service:
                             "rating": st.rating, "completion": st.completion,
                             "last_at": st.last_at})
         return {"user_id": user_id, "events_applied": snap.rev,
-                "vector_version": snap.vector_version, "affinity": snap.affinity,
+                "vector_version": snap.vector_version,
+                "affinity": {mark_token(t): w for t, w in snap.affinity.items()},
                 "history": history}
 
     # -- writes ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 
 from adapters.redis_store import UserSnapshot, UserStateStore, snapshot
 from recsys_core.keys import Keys
+from recsys_core.names import split_people
 from serving import metrics
 
 log = logging.getLogger(__name__)
@@ -130,12 +131,14 @@ class StateReader:
             return None
         fields = {k.decode(): v for k, v in raw.items() if k != b"vector"}
         year = fields.get("year", b"").decode()
+        names, ids = split_people(json.loads(fields.get("people", b"{}")))
         return {
             "movie_id": movie_id,
             "title": fields.get("title", b"").decode(),
             "year": int(year) if year else None,
             "genres": [g for g in fields.get("genres", b"").decode().split("|") if g],
-            "people": json.loads(fields.get("people", b"{}")),
+            "people": names,
+            "person_ids": ids,
             "popularity": 0.0,
         }
 

@@ -10,6 +10,7 @@ from typing import Literal
 from recsys_core.dataset import Dataset
 from recsys_core.errors import DatasetNotFound
 from recsys_core.loaders.grouplens import load_grouplens_csv
+from recsys_core.loaders.imdb import imdb_dir, with_imdb_people
 from recsys_core.loaders.ml1m import load_ml1m
 from recsys_core.loaders.ml100k import load_ml100k
 from recsys_core.loaders.recbole import load_recbole
@@ -71,7 +72,11 @@ def _is_plain_name(value: str) -> bool:
 
 
 def load_dataset(name_or_path: str, data_dir: Path | None = None) -> Dataset:
-    """Load a dataset by known name (under ``data_dir``) or directory path."""
+    """Load a dataset by known name (under ``data_dir``) or directory path; with IMDb's
+    files at hand (``$RECSYS_IMDB_DIR`` or ``<data_dir>/imdb``), its people are IMDb's,
+    named (:mod:`recsys_core.loaders.imdb`)."""
     directory = resolve_dataset_dir(name_or_path, data_dir)
     name = name_or_path if name_or_path in KNOWN_DATASETS else directory.resolve().name
-    return LOADERS[detect_format(directory)](directory, name)
+    dataset = LOADERS[detect_format(directory)](directory, name)
+    people_dir = imdb_dir(data_dir if data_dir is not None else default_data_dir())
+    return with_imdb_people(dataset, people_dir) if people_dir is not None else dataset

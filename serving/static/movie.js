@@ -9,8 +9,9 @@ export const movie = { id: null, title: "" };
 
 const $ = (id) => document.getElementById(id);
 const enc = encodeURIComponent;
-// ml-100k's people are Freebase ids (m.07nznf): only names are shown
-const looksLikeId = (name) => /^\/?m\.[0-9a-z_]+$/i.test(name.trim());
+// the API lists people known only by an opaque id (ml-100k: Freebase) under person_ids,
+// never under people; this check stays for catalog events from older producers
+const looksLikeId = (name) => /^\/?([mg]\.[0-9a-z_]+|nm\d{5,})$/i.test(name.trim());
 let ctx = null;
 
 /** read(path): GET with the API key; user(): the user id; navigate(id): open a movie;

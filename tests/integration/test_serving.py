@@ -36,6 +36,7 @@ from adapters.redis_store import UserStateStore
 from devstack import DevStack, KafkaBroker, RedisServer
 from recsys_core.dataset import Dataset
 from recsys_core.foldin import fold_in_user
+from recsys_core.names import is_opaque_id
 from recsys_core.scoring import BlendWeights, recommend
 from recsys_core.userstate import decode_vector, history_from_pairs
 from serving.app import create_app
@@ -203,6 +204,9 @@ def test_movies_search_similar_and_predicted_rating(api: TestClient, ml100k: Dat
     star = api.get("/v1/movies/50").json()
     assert star["title"] == "Star Wars (1977)" and star["year"] == 1977
     assert "Sci-Fi" in star["genres"] and star["in_model"] is True
+    # ml-100k knows people only by Freebase ids: listed as ids, never as names
+    assert star["person_ids"].get("actor") and not star["people"].get("actor")
+    assert all(is_opaque_id(v) for vs in star["person_ids"].values() for v in vs)
     hits = api.get("/v1/movies/search", params={"q": "star wors"}).json()["items"]
     assert hits[0]["movie_id"] == "50"
     hits = api.get("/v1/movies/search", params={"q": "godfather"}).json()["items"]

@@ -12,8 +12,8 @@ from streams.settings import StreamSettings
 from training.settings import TrainerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
-#: read by the command line directly rather than through a settings class
-CLI_ONLY = {"RECSYS_DATA_DIR"}
+#: read by the dataset loaders directly rather than through a settings class
+CLI_ONLY = {"RECSYS_DATA_DIR", "RECSYS_IMDB_DIR"}
 
 
 def settings_classes() -> list[type[BaseSettings]]:
