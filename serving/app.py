@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import APIKeyHeader
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.background import BackgroundTask
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -201,7 +202,11 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(state.close(), 2.0)
 
-    app = FastAPI(
+    # Swagger UI from the package's own files, not a CDN: /docs works offline (no ReDoc: its
+    # page fetches a logo from its vendor's site)
+    app = FastAPIOffline(
+        static_url="/docs-static",
+        redoc_url=None,
         title="recsys-stream",
         version="1",
         summary="Real-time movie recommendations: stored factors blended with the fresh "

@@ -249,3 +249,30 @@ def test_ops_rates_and_percentiles_match_hand_computed_values(site: Site, browse
     # the largest finite bound above it, as Prometheus does; the /sse route is left out
     assert got["q"] == pytest.approx([0.1, 0.3, 0.5])
     assert got["none"] == [None]
+
+
+def test_api_docs_work_with_the_network_blocked(site: Site, browser: Any) -> None:
+    """/docs loads Swagger UI from the API itself: with every request to another host
+    aborted, the operations are still listed."""
+    errors: list[str] = []
+    outside: list[str] = []
+    context = browser.new_context(viewport=DESKTOP)
+    api_host = re.sub(r"^https?://", "", site.base_url).split("/")[0]
+
+    def only_the_api(route: Any) -> None:
+        if re.sub(r"^https?://", "", route.request.url).split("/")[0] == api_host:
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_the_api)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{site.base_url}/docs")
+    expect(page.locator(".opblock-summary-path").filter(
+        has_text="/v1/users/{user_id}/recommendations").first).to_be_visible()
+    assert page.locator(".opblock").count() > 10
+    assert outside == [] and errors == [], (outside, errors)
+    context.close()
