@@ -11,11 +11,19 @@ from typing import Any
 from recsys_core.dataset import Dataset
 from recsys_core.errors import ModelNotLoaded
 from recsys_core.scoring import BlendWeights
-from training.gate import GATE, GateDecision, check_gate, holdout_metrics
+from recsys_core.surfaces import DEFAULT_SURFACE, UP_NEXT
+from training.gate import (
+    GATE,
+    REFERENCES,
+    GateDecision,
+    accepted_recipes,
+    check_gate,
+    measure_holdout,
+)
 from training.pipeline import TrainedModels, TrainParams, train_models
 from training.registry import ModelRegistry
 from training.rerank_stage import update_reranker
-from training.weights import fit_weights_temporal
+from training.weights import fit_surface_weights
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +59,16 @@ def previous_weights(registry: ModelRegistry) -> BlendWeights | None:
         return None
 
 
-def _current_metrics(registry: ModelRegistry) -> tuple[int | None, dict[str, Any] | None]:
-    current = registry.current_version()
-    if current is None:
-        return None, None
-    return current, dict(registry.manifest(current).get("metrics", {}))
+def previous_surfaces(registry: ModelRegistry) -> dict[str, Any] | None:
+    """The current version's surfaces, carried over when weights are not refitted."""
+    try:
+        current = registry.current_version()
+        if current is None:
+            return None
+        found = registry.manifest(current).get("surfaces")
+        return dict(found) if isinstance(found, dict) else None
+    except ModelNotLoaded:
+        return None
 
 
 def run_training(
@@ -72,36 +85,48 @@ def run_training(
     gate_tolerance: float = 0.02,
     force: bool = False,
     rerank_every: int = 0,
+    gate_references: int = REFERENCES,
 ) -> TrainingRun:
     """Fit the blend on next-event validation (or use ``weights``, else the current version's,
     else the defaults), measure holdout HR@10 / NDCG@10 on the newest ``holdout_fraction``
     of events (0: skip), train on every interaction and, with a registry, publish the result
     if it passes the quality gate (or ``force``); a refused version is saved, not made
-    current. The caller holds the registry's trainer lock."""
+    current. The gate compares the candidate with the recipes of the newest
+    ``gate_references`` accepted versions trained and scored on the same holdout
+    (:mod:`training.gate`). The caller holds the registry's trainer lock."""
     params = params or TrainParams()
     seconds: dict[str, float] = {}
     val: float | None = None
     start = time.perf_counter()
+    surfaces: dict[str, Any] | None = None
     if weights is None and fit_weights:
         if progress:
             progress("blend weights")
-        weights, val = fit_weights_temporal(
-            dataset.interactions, dataset, params, max_cases=max_cases
-        )
+        # every surface's weights, as `recsys eval` fits them (training/weights.py)
+        fit = fit_surface_weights(dataset.interactions, dataset, params, max_cases=max_cases)
+        weights, val = fit.weights[UP_NEXT], fit.validation[UP_NEXT]
+        surfaces = fit.manifest()
     if weights is None and registry is not None:
         weights = previous_weights(registry)
+        surfaces = previous_surfaces(registry)
     weights = weights or BlendWeights()  # nothing published yet: the defaults
     seconds["blend_weights"] = time.perf_counter() - start
     holdout: dict[str, float | int] = {}
+    references: dict[int, float] = {}
+    current = registry.current_version() if registry is not None else None
     if holdout_fraction > 0:
         if progress:
             progress("holdout")
         t = time.perf_counter()
-        holdout = holdout_metrics(dataset, dataset.interactions, params, weights,
-                                  holdout_fraction, holdout_max_events)
+        recipes = (accepted_recipes(registry, gate_references)
+                   if registry is not None and gate_references > 0 else {})
+        measured = measure_holdout(dataset, dataset.interactions, params, weights,
+                                   holdout_fraction, holdout_max_events, recipes)
+        holdout, references = measured.metrics, measured.references
         seconds["holdout"] = time.perf_counter() - t
     version = registry.next_version() if registry is not None else 1
-    models = train_models(dataset, params, weights, version=version, progress=progress)
+    models = train_models(dataset, params, weights, version=version, progress=progress,
+                          surfaces=surfaces, default_surface=DEFAULT_SURFACE)
     seconds.update({f"train_{k}": v for k, v in models.timings.items()})
     manifest = models.bundle.manifest
     manifest["metrics"].update(holdout)
@@ -121,8 +146,7 @@ def run_training(
         if progress:
             progress("publish")
         t = time.perf_counter()
-        current, current_metrics = _current_metrics(registry)
-        decision = check_gate(manifest["metrics"], current_metrics, current, gate_tolerance)
+        decision = check_gate(manifest["metrics"], references, current, gate_tolerance)
         manifest["gate"] = {**decision.to_dict(), "forced": force and not decision.passed}
         if decision.passed or force:
             registry.publish(models.bundle)

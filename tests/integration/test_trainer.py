@@ -141,17 +141,35 @@ def test_base_fraction_keeps_the_oldest_share_that_replay_skips(
 
 
 def test_gate_passes_within_tolerance_and_refuses_a_drop() -> None:
-    ok = check_gate({"holdout_hr@10": 0.19}, {"holdout_hr@10": 0.20}, 3, 0.02)
-    assert ok.passed and ok.current_version == 3
-    bad = check_gate({"holdout_hr@10": 0.10}, {"holdout_hr@10": 0.20}, 3, 0.02)
+    ok = check_gate({"holdout_hr@10": 0.19}, {3: 0.20}, 3, 0.02)
+    assert ok.passed and ok.current_version == 3 and ok.reference_version == 3
+    bad = check_gate({"holdout_hr@10": 0.10}, {3: 0.20}, 3, 0.02)
     assert not bad.passed and "worse than current version 3" in bad.reason
+    assert "on the same holdout events" in bad.reason
     assert bad.to_dict()["candidate_hr@10"] == 0.10
 
 
-def test_gate_passes_without_a_current_version_or_its_metric() -> None:
-    assert check_gate({"holdout_hr@10": 0.0}, None, None, 0.02).passed
+def test_gate_compares_with_the_best_accepted_version_not_only_the_current() -> None:
+    """A current version that slipped within the tolerance does not lower the bar: an
+    older accepted version's recipe, better on the same events, is the reference."""
+    refs = {5: 0.185, 4: 0.20}
+    slipped = check_gate({"holdout_hr@10": 0.17}, refs, 5, 0.02)
+    assert not slipped.passed and "worse than version 4's 0.2000" in slipped.reason
+    assert slipped.reference_version == 4 and slipped.current_hr == 0.20
+    assert check_gate({"holdout_hr@10": 0.181}, refs, 5, 0.02).passed
+
+
+def test_gate_refuses_a_candidate_below_popularity() -> None:
+    metrics = {"holdout_hr@10": 0.05, "holdout_popularity_hr@10": 0.08}
+    low = check_gate(metrics, {1: 0.06}, 1, 0.02)
+    assert not low.passed and "popularity" in low.reason
+    assert low.to_dict()["popularity_hr@10"] == 0.08
+
+
+def test_gate_passes_without_a_current_version_or_its_recipe() -> None:
+    assert check_gate({"holdout_hr@10": 0.0}, {}, None, 0.02).passed
     assert check_gate({"holdout_hr@10": 0.0}, {}, 1, 0.02).passed
-    assert not check_gate({}, {"holdout_hr@10": 0.2}, 1, 0.02).passed
+    assert not check_gate({}, {1: 0.2}, 1, 0.02).passed
 
 
 def test_lock_is_exclusive_and_released(tmp_path: Path) -> None:
@@ -204,7 +222,8 @@ def _log_rows(ml100k: Dataset, start: int, n: int, prefix: str) -> list[dict[str
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory, data_dir: Path,
          ml100k: Dataset) -> dict[str, Any]:
-    """A good version, then a bad one (refused), then the bad one with ``force``."""
+    """A good version, then a bad one (refused), then the bad one with ``force``, then the
+    bad one again (the good version, accepted before the forced one, stays the bar)."""
     root = tmp_path_factory.mktemp("trainer")
     newest = int(ml100k.interactions["timestamp"].max())
     write_event_log(root / "log", _log_rows(ml100k, newest + 60, N_LOG_EVENTS, "e"))
@@ -215,8 +234,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory, data_dir: Path,
     bad = train_once(settings, fit_weights=False, params=BAD)
     after_bad = reg.current_version()
     forced = train_once(settings, fit_weights=False, params=BAD, force=True)
+    again = train_once(settings, fit_weights=False, params=BAD)
     return {"settings": settings, "registry": reg, "good": good, "bad": bad,
-            "after_bad": after_bad, "forced": forced}
+            "after_bad": after_bad, "forced": forced, "again": again}
 
 
 def test_good_version_is_published_with_holdout_metrics_and_the_event_log(
@@ -237,8 +257,12 @@ def test_bad_version_is_refused_kept_on_disk_and_current_stays(runs: dict[str, A
     manifest = runs["registry"].manifest(2)
     assert manifest["gate"]["passed"] is False and not manifest["gate"]["forced"]
     assert "worse than current version 1" in manifest["gate"]["reason"]
-    assert manifest["metrics"]["holdout_hr@10"] < (
-        runs["registry"].manifest(1)["metrics"]["holdout_hr@10"] - 0.02)
+    good_hr = runs["registry"].manifest(1)["metrics"]["holdout_hr@10"]
+    assert manifest["metrics"]["holdout_hr@10"] < good_hr - 0.02
+    # version 1's recipe was trained again on the same older part and scored on the same
+    # holdout events as the candidate: the same figure version 1 measured on this data
+    assert manifest["gate"]["references_hr@10"] == {"1": good_hr}
+    assert manifest["gate"]["current_hr@10"] == good_hr
     assert runs["registry"].load(2).version == 2  # a whole bundle, loadable for inspection
 
 
@@ -246,6 +270,17 @@ def test_force_publishes_a_refused_version(runs: dict[str, Any]) -> None:
     assert runs["forced"].published and runs["registry"].current_version() == 3
     gate = runs["registry"].manifest(3)["gate"]
     assert gate["passed"] is False and gate["forced"] is True
+
+
+def test_a_forced_bad_version_does_not_lower_the_bar(runs: dict[str, Any]) -> None:
+    """After the bad recipe was forced live, the same bad recipe is refused again: the
+    references are the current version (3, the same recipe: the same figure, not trained
+    again) and version 1, accepted before it; the refused version 2 is not one."""
+    assert not runs["again"].published and runs["registry"].current_version() == 3
+    gate = runs["registry"].manifest(4)["gate"]
+    assert set(gate["references_hr@10"]) == {"1", "3"}
+    assert gate["references_hr@10"]["3"] == gate["candidate_hr@10"]
+    assert gate["reference_version"] == 1 and "worse than version 1's" in gate["reason"]
 
 
 def test_empty_window_is_refused_and_nothing_published(tmp_path: Path, data_dir: Path) -> None:
