@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import secrets
 import time
 from collections.abc import Iterable
@@ -21,8 +20,8 @@ import httpx
 from fastapi import APIRouter, Depends
 from fastapi.security import APIKeyHeader
 from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
+from serving.promtext import read_samples
 from serving.schemas import Problem
 from serving.service import ApiError
 from serving.settings import ServingSettings
@@ -30,6 +29,8 @@ from serving.settings import ServingSettings
 log = logging.getLogger(__name__)
 
 SCRAPE_TIMEOUT_SECONDS = 1.0
+#: polls this close together share one scrape
+REUSE_SECONDS = 1.0
 #: metric types whose samples add up across processes
 ADDITIVE = frozenset({"counter", "histogram", "summary", "untyped", "unknown"})
 
@@ -40,14 +41,8 @@ ApiKey = Annotated[str | None, Depends(APIKeyHeader(
 
 def parse_samples(text: str) -> list[tuple[str, str, dict[str, str], float]]:
     """``(type, name, labels, value)`` of each sample in Prometheus text ``text``; NaN
-    values and ``_created`` timestamps are left out."""
-    out = []
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name.endswith("_created") or math.isnan(s.value):
-                continue
-            out.append((family.type, s.name, dict(s.labels), float(s.value)))
-    return out
+    values and ``_created`` timestamps are left out (:mod:`serving.promtext`)."""
+    return read_samples(text)
 
 
 def merge_samples(
@@ -101,6 +96,8 @@ def ops_router(settings: ServingSettings) -> APIRouter:
     router = APIRouter()
     targets = metrics_targets(settings)
     down: set[str] = set()  # logged once when a target goes down, once when it is back
+    lock = asyncio.Lock()
+    kept: dict[str, Any] = {"at": 0.0, "body": None}
 
     def admin_key(key: ApiKey) -> None:
         if not settings.api_key:
@@ -117,8 +114,12 @@ def ops_router(settings: ServingSettings) -> APIRouter:
         """Prometheus samples of this API and of ``RECSYS_API_METRICS_TARGETS`` as JSON
         (``{"scraped_at", "targets": [{"url", "up"}], "samples": [{"name", "labels",
         "value"}]}``): counters and histograms summed over targets, gauges their largest
-        value. The operator page polls it."""
-        body = await collect(targets)
+        value. The operator page polls it; polls within a second (several pages open) share
+        one scrape."""
+        async with lock:
+            if time.monotonic() - kept["at"] >= REUSE_SECONDS or kept["body"] is None:
+                kept["body"], kept["at"] = await collect(targets), time.monotonic()
+            body: dict[str, Any] = kept["body"]
         for target in body["targets"][1:]:
             url = target["url"]
             if not target["up"] and url not in down:

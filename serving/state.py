@@ -145,7 +145,9 @@ class StateReader:
     def lag(self) -> dict[str, Any]:
         """What the stream workers last reported: lag per topic-partition."""
         raw: dict[bytes, bytes] = self._call(self.client.hgetall, self.keys.lag())
-        partitions = {k.decode(): int(v) for k, v in raw.items() if not k.startswith(b"_")}
+        # a worker's own group topics (Faust's ``...-__assignor-__leader``) are not input
+        partitions = {k.decode(): int(v) for k, v in raw.items()
+                      if not k.startswith(b"_") and b"__" not in k}
         updated = raw.get(b"_updated_at")
         return {
             "total": sum(partitions.values()),

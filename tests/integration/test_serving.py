@@ -613,3 +613,16 @@ def test_cached_answers_are_identical_and_a_new_event_invalidates_them(
     after = api.get(f"/v1/users/{user}/recommendations").json()
     assert top not in ids(after)  # a new rev: recomputed, the rated movie is seen now
     assert hits() == before + 1
+
+
+def test_admin_lag_lists_input_partitions_only(api: TestClient) -> None:
+    import redis as redis_client
+
+    settings: ServingSettings = api.app.state.settings  # type: ignore[attr-defined]
+    r = redis_client.Redis.from_url(settings.redis_url)
+    r.hset(settings.keys.lag(), mapping={"ratings.v1:0": 4, "watches.v1:3": 1,
+                                         "recsys-stream-__assignor-__leader:0": 9,
+                                         "_updated_at": "1.0"})
+    body = api.get("/v1/admin/lag").json()
+    assert body["partitions"] == {"ratings.v1:0": 4, "watches.v1:3": 1}
+    assert body["total"] == 5

@@ -78,3 +78,24 @@ def test_collect_reports_a_target_that_does_not_answer_as_down_and_sums_the_othe
     assert values[("t_ops_version", ())] == 3.0
     # and this process's own registry is in: the API's metrics
     assert any(name.startswith("python_") for name, _ in values)
+
+
+def test_the_fast_reader_gives_prometheus_clients_own_samples_on_a_real_registry() -> None:
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    registry = CollectorRegistry()
+    hist = Histogram("t_fast_seconds", "test", ["route", "status"], buckets=(0.001, 0.1, 1.0),
+                     registry=registry)
+    for route in ("/v1/users/{user_id}/recommendations", 'odd "quoted" \\ route\nline'):
+        for status in ("200", "503"):
+            hist.labels(route, status).observe(0.05)
+    Counter("t_fast_events_total", "test", ["type"], registry=registry).labels("x").inc(3)
+    Gauge("t_fast_lag", "test", ["partition"], registry=registry).labels("0").set(math.inf)
+    Gauge("t_fast_nan", "test", registry=registry).set(math.nan)
+    text = generate_latest(registry).decode()
+    expected = [(f.type, s.name, dict(s.labels), float(s.value))
+                for f in text_string_to_metric_families(text) for s in f.samples
+                if not s.name.endswith("_created") and not math.isnan(s.value)]
+    assert parse_samples(text) == expected
+    assert any(lab.get("route", "").startswith('odd "quoted" \\') for _, _, lab, _ in expected)
