@@ -2,8 +2,9 @@
 
 A bundle is a directory ``v{version}/`` holding ``arrays.npz`` (numpy arrays only, loaded
 with ``allow_pickle=False``) and ``manifest.json`` (version, parameters, data window,
-metrics, blend weights, code version). :func:`load_bundle` checks the format version and
-every array's shape against the vocabulary, and fails with :class:`ArtifactError`.
+metrics, blend weights, each surface's weights (:mod:`recsys_core.surfaces`), code
+version). :func:`load_bundle` checks the format version, every array's shape against the
+vocabulary and the surfaces, and fails with :class:`ArtifactError`.
 """
 
 from __future__ import annotations
@@ -203,6 +204,19 @@ def validate(bundle: ModelBundle, where: Path | str = "<memory>") -> None:
     if all(name in bundle.extra for name in PEER_ARRAYS):
         _check_peers(bundle, p)
     _check_rerank(bundle, p)
+    _check_surfaces(bundle, p)
+
+
+def _check_surfaces(bundle: ModelBundle, p: Path) -> None:
+    """Each surface's blend weights (``manifest["surfaces"]``) and the default surface are
+    readable; a bundle without them (older) serves its ``blend_weights`` on every surface."""
+    from recsys_core.surfaces import default_surface, surfaces_of  # scoring imports us
+
+    try:
+        surfaces_of(bundle.manifest)
+        default_surface(bundle.manifest)
+    except ArtifactError as exc:
+        raise ArtifactError(f"{p}: {exc}") from None
 
 
 def _check_rerank(bundle: ModelBundle, p: Path) -> None:

@@ -250,6 +250,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     def check_key(given: str | None) -> None:
         if not settings.api_key:
             return
+        surface: Annotated[schemas.SurfaceName | None, Query(
+            description="for_you (long-term taste) or up_next (the moment, reranked); "
+                        "the model's default surface when left out")] = None,
         if not given:
             raise ApiError(401, "missing_api_key", "send the API key in the X-API-Key header")
         if not secrets.compare_digest(given.encode(), settings.api_key.encode()):
@@ -308,8 +311,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                                                    max_length=1000)] = None,
     ) -> JSONResponse:
         """The user's top-k: ALS factors, item-to-item, the session signal, content and
-        popularity blended with the trainer's weights; a reason per movie. A user with no
-        history gets popular movies and ``fallback_reason: cold_start``."""
+        popularity blended with the surface's fitted weights; a reason per movie. A user
+        with no history gets popular movies and ``fallback_reason: cold_start``."""
         model = service.model()
         query: bytes = request.scope["query_string"]  # KeptAnswers had no answer kept
         meta = settings.keys.meta(user_id)
@@ -326,8 +329,10 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             if hit is not None:
                 return Response(hit, media_type="application/json")
         body, after = service.recommendations(model, snap, user_id, k, genre or [], year_min,
-                                              year_max, exclude_seen, exclude or [])
-        if snap is not None and k >= 10 and not (genre or year_min or year_max):
+                                              year_max, exclude_seen, exclude or [], surface)
+        # live HR@10 follows the default surface's answers (what an app shows first)
+        if (snap is not None and k >= 10 and not (genre or year_min or year_max)
+                and body["surface"] == model.default_surface):
             state.remember_served(user_id, [it["movie_id"] for it in body["items"][:10]])
         # the body is built to the schema already: skip re-validating it (the hot path)
         response = JSONResponse(body, background=BackgroundTask(after) if after else None)

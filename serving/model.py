@@ -24,6 +24,7 @@ from recsys_core.errors import ArtifactError, ModelNotLoaded
 from recsys_core.names import is_opaque_id
 from recsys_core.rerank import Trees
 from recsys_core.scoring import BlendWeights
+from recsys_core.surfaces import default_surface, surfaces_of
 from recsys_core.userstate import AffinityIndex
 from serving import metrics
 from training.registry import ModelRegistry
@@ -112,7 +113,10 @@ class ServingModel:
     def __post_init__(self) -> None:
         b = self.bundle
         self.version = b.version
-        self.weights = BlendWeights.from_dict(b.manifest.get("blend_weights", {}))
+        #: each surface's weights (recsys_core/surfaces.py); ``weights`` are the default's
+        self.surfaces = surfaces_of(b.manifest)
+        self.default_surface = default_surface(b.manifest)
+        self.weights = self.surfaces[self.default_surface].weights
         self.rule = ConfidenceRule.from_dict(b.manifest.get("confidence_rule", {}))
         params = b.params
         self.regularization = float(params.get("als_regularization", 0.1))
@@ -136,6 +140,12 @@ class ServingModel:
     @property
     def n_items(self) -> int:
         return self.bundle.n_items
+
+    def surface(self, name: str | None) -> tuple[str, BlendWeights, Trees | None]:
+        """A surface's name, weights and the trees that reorder it (None: the blend's order
+        is final); the default surface when ``name`` is None."""
+        found = self.surfaces[name or self.default_surface]
+        return found.name, found.weights, self.trees if found.rerank else None
 
     def people(self, idx: int) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
         """The movie's people by kind: those known by name, and those the data knows only by

@@ -12,6 +12,11 @@ FallbackReason = Literal[
     "stale_vector",            # the stored vector was from another model version: refolded
     "no_vector",               # history present but no stored vector yet: folded in now
 ]
+#: the rankings a model serves (recsys_core/surfaces.py)
+SurfaceName = Literal[
+    "for_you",  # "Top picks for you": long-term taste (weights fitted on held-out taste)
+    "up_next",  # "Up next": the moment (next-event weights, reordered by the reranker)
+]
 
 
 class Problem(BaseModel):
@@ -32,7 +37,7 @@ class RecommendedMovie(BaseModel):
 
 class Recommendations(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
-        "user_id": "42", "model_version": 7,
+        "user_id": "42", "model_version": 7, "surface": "for_you",
         "items": [{"movie_id": "50", "title": "Star Wars (1977)", "score": 0.91,
                    "reason": "because you watched Return of the Jedi (1983)",
                    "year": 1977, "genres": ["Action", "Sci-Fi"]}],
@@ -40,6 +45,8 @@ class Recommendations(BaseModel):
 
     user_id: str
     model_version: int
+    #: the surface that ranked the items (the model's default when none was asked)
+    surface: SurfaceName
     items: list[RecommendedMovie]
     fallback_reason: FallbackReason | None = None
 

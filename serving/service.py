@@ -149,9 +149,12 @@ class Service:
     def recommendations(
         self, model: ServingModel, snap: UserSnapshot | None, user_id: str, k: int,
         genres: list[str], year_min: int | None, year_max: int | None, exclude_seen: bool,
-        exclude: list[str],
+        exclude: list[str], surface: str | None = None,
     ) -> tuple[dict[str, Any], Callable[[], None] | None]:
-        """The response body, and work for after the response (store a refolded vector)."""
+        """The response body, and work for after the response (store a refolded vector).
+        ``surface`` picks the weights and reranker (recsys_core/surfaces.py; None: the
+        model's default)."""
+        surface, weights, trees = model.surface(surface)
         if year_min is not None and year_max is not None and year_min > year_max:
             raise ApiError(422, "invalid_filter", "year_min is after year_max")
         try:
@@ -166,16 +169,15 @@ class Service:
         found = None
         if model.candidates is not None:  # a large catalogue: score candidates only
             found = recommend_candidates(model.bundle, model.candidates, view.history,
-                                         model.weights, k=k, exclude_seen=exclude_seen,
+                                         weights, k=k, exclude_seen=exclude_seen,
                                          allowed=allowed, vector=view.vector,
                                          exclude=extra_ids)
         if found is not None:
             idx, scores, item_parts = found
         else:
-            trees = model.trees
             want = max(k, CANDIDATES) if trees is not None else k
             # as recommend(), keeping the standardised components for the reranker
-            total, z, parts = blended_scores(model.bundle, view.history, model.weights,
+            total, z, parts = blended_scores(model.bundle, view.history, weights,
                                              view.vector, timings)
             idx, scores = top_k(total, want,
                                 exclusions(view.history, exclude_seen, extra_ids), allowed)
@@ -188,7 +190,7 @@ class Service:
             item_parts = {n: p[idx] for n, p in parts.items()}
         for name, seconds in timings.items():
             metrics.BLEND_SECONDS.labels(name).observe(seconds)
-        reasons = explain_items(model.bundle, view.history, model.weights, item_parts, idx)
+        reasons = explain_items(model.bundle, view.history, weights, item_parts, idx)
         items = [self._item(model, int(i), float(s), r)
                  for i, s, r in zip(idx, scores, reasons, strict=True)]
         picks = self._new_movie_picks(model, view, k, genres, year_min, year_max, exclude)
@@ -207,6 +209,7 @@ class Service:
         return body, lambda: self.store_refolded(model, user_id, view)
 
     def _new_movie_picks(
+            "surface": surface,
         self, model: ServingModel, view: UserView, k: int, genres: list[str],
         year_min: int | None, year_max: int | None, exclude: list[str],
     ) -> list[dict[str, Any]]:

@@ -65,6 +65,9 @@ class TrainParams:
     peers_neighbours: int = 50
     peers_bandwidth: float = 10.0
     peers_norm_power: float = 0.3
+    #: newest movies per user that scoring reads, as the stream keeps them in Redis
+    #: (``RECSYS_USER_HISTORY_CAP``); exclusion still covers every movie seen
+    history_cap: int = 500
     seed: int = 0
 
     @property
@@ -154,13 +157,23 @@ def train_models(
     version: int = 1,
     interactions: pd.DataFrame | None = None,
     progress: Progress | None = None,
+    surfaces: dict[str, dict[str, Any]] | None = None,
+    default_surface: str | None = None,
 ) -> TrainedModels:
     """Fit ALS, the neighbour model, content vectors, popularity and the rating model.
+    ``weights`` are the manifest's ``blend_weights`` (the ``up_next`` surface's);
+    ``surfaces`` (:meth:`training.weights.SurfaceFit.manifest`) and ``default_surface``
+    go into the manifest as they are.
 
     BLAS runs single-threaded: the many small solves here slow down badly when its threads
     compete with each other (and with the stream and API on the same cores)."""
     with threadpool_limits(1, "blas"):
-        return _train_models(dataset, params, weights, version, interactions, progress)
+        models = _train_models(dataset, params, weights, version, interactions, progress)
+    if surfaces is not None:
+        models.bundle.manifest["surfaces"] = surfaces
+    if default_surface is not None:
+        models.bundle.manifest["default_surface"] = default_surface
+    return models
 
 
 def _train_models(

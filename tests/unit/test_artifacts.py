@@ -274,3 +274,52 @@ def test_nan_or_inf_in_factors_is_an_artifact_error(copy: Path, name: str, bad: 
     _rewrite_arrays(copy, poison)
     with pytest.raises(ArtifactError, match=f"{name} has NaN or inf"):
         load_bundle(copy)
+
+
+# --- surfaces ---------------------------------------------------------------------------
+
+
+def test_a_bundle_without_surfaces_serves_its_blend_weights_on_every_surface(
+    copy: Path,
+) -> None:
+    from recsys_core.scoring import BlendWeights
+    from recsys_core.surfaces import default_surface, surfaces_of
+
+    def legacy(m: dict[str, Any]) -> None:
+        m.pop("surfaces", None)
+        m.pop("default_surface", None)
+        m["blend_weights"] = {"cf": 0.3, "item": 0.7, "session_length": 20.0}
+
+    _rewrite_manifest(copy, legacy)
+    loaded = load_bundle(copy)
+    found = surfaces_of(loaded.manifest)
+    expected = BlendWeights(cf=0.3, item=0.7, session_length=20)
+    assert {n: s.weights for n, s in found.items()} == {"for_you": expected,
+                                                       "up_next": expected}
+    # the reranker reorders the next-event surface only, the default of an old bundle
+    assert {n: s.rerank for n, s in found.items()} == {"for_you": False, "up_next": True}
+    assert default_surface(loaded.manifest) == "up_next"
+
+
+def test_surface_weights_round_trip_and_malformed_ones_are_refused(copy: Path) -> None:
+    from recsys_core.surfaces import surfaces_of
+
+    def named(m: dict[str, Any]) -> None:
+        m["surfaces"] = {"for_you": {"blend_weights": {"cf": 0.1, "item": 1.5}},
+                         "up_next": {"blend_weights": {"peers": 2.0}}}
+        m["default_surface"] = "for_you"
+
+    _rewrite_manifest(copy, named)
+    found = surfaces_of(load_bundle(copy).manifest)
+    assert (found["for_you"].weights.item, found["up_next"].weights.peers) == (1.5, 2.0)
+    _rewrite_manifest(copy, lambda m: m.update(default_surface="home"))
+    with pytest.raises(ArtifactError, match="default_surface 'home'"):
+        load_bundle(copy)
+    _rewrite_manifest(copy, lambda m: m.update(
+        default_surface="for_you", surfaces={"for_you": {"blend_weights": [1, 2]}}))
+    with pytest.raises(ArtifactError, match="surface 'for_you' has no blend_weights"):
+        load_bundle(copy)
+    _rewrite_manifest(copy, lambda m: m.update(
+        surfaces={"up_next": {"blend_weights": {"session_length": "many"}}}))
+    with pytest.raises(ArtifactError, match="bad blend weights"):
+        load_bundle(copy)

@@ -33,7 +33,7 @@ def test_temporal_split_puts_every_training_event_before_replay(ml100k: Dataset)
     assert train["timestamp"].max() <= replay["timestamp"].min()
 
 
-def test_topn_protocol_reproduces_popularity_and_hybrid_beats_its_parts(
+def test_topn_protocol_reproduces_popularity_and_taste_surface_beats_its_parts(
     ml100k: Dataset,
 ) -> None:
     result = protocol_topn(ml100k, seed=42)
@@ -42,9 +42,14 @@ def test_topn_protocol_reproduces_popularity_and_hybrid_beats_its_parts(
     assert rows["popularity"]["ndcg@10"] == pytest.approx(0.25, abs=0.01)
     assert rows["popularity"]["precision@10"] == pytest.approx(0.225, abs=0.01)
     assert rows["als"]["ndcg@10"] > 0.33
-    assert rows["hybrid"]["ndcg@10"] >= 0.475
+    # the trainer's taste weights (fitted on the training part only, as it would publish)
+    assert rows["for_you"]["ndcg@10"] >= 0.475
     for part in ("als", "ease", "session_ease", "content", "popularity"):
-        assert rows["hybrid"]["ndcg@10"] > rows[part]["ndcg@10"], part
+        assert rows["for_you"]["ndcg@10"] > rows[part]["ndcg@10"], part
+    # next-event weights answer another question: far weaker on held-out taste
+    assert rows["up_next"]["ndcg@10"] < rows["for_you"]["ndcg@10"] - 0.1
+    assert set(result["surfaces"]) == {"for_you", "up_next"}
+    assert result["history_cap"] == 500
 
 
 def test_rating_protocol_beats_published_svd(ml100k: Dataset) -> None:

@@ -21,8 +21,17 @@ GRID = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 
 @dataclass
 class Case:
+    """A validation case: the history scored, the movies that count as hits, and the
+    movies excluded from its top-k (the history's own when None; all the user ever saw
+    when the scored history is capped)."""
+
     history: UserHistory
     relevant: set[int]
+    seen: npt.NDArray[np.int64] | None = None
+
+    @property
+    def excluded(self) -> npt.NDArray[np.int64]:
+        return self.history.item_idx if self.seen is None else self.seen
 
 
 @dataclass
@@ -51,7 +60,7 @@ def build_case_matrix(
         for j, name in enumerate(COMPONENTS):
             if name in comps:
                 z[c, j] = standardize(comps[name])
-    return CaseMatrix(z, [c.history.item_idx for c in cases], [c.relevant for c in cases])
+    return CaseMatrix(z, [c.excluded for c in cases], [c.relevant for c in cases])
 
 
 def top_lists(matrix: CaseMatrix, w: npt.NDArray[np.float64], k: int = 10) -> npt.NDArray[np.int64]:
