@@ -201,6 +201,7 @@ class Service:
         body = {
             "user_id": user_id,
             "model_version": model.version,
+            "surface": surface,
             "items": items,
             "fallback_reason": view.fallback_reason,
         }
@@ -209,7 +210,6 @@ class Service:
         return body, lambda: self.store_refolded(model, user_id, view)
 
     def _new_movie_picks(
-            "surface": surface,
         self, model: ServingModel, view: UserView, k: int, genres: list[str],
         year_min: int | None, year_max: int | None, exclude: list[str],
     ) -> list[dict[str, Any]]:
