@@ -70,3 +70,9 @@ class Keys:
     def served(self, user_id: str) -> str:
         """The movie ids of the user's last served top-10 (kept an hour), for live HR@10."""
         return f"{self.prefix}:us:{{{user_id}}}"
+
+    def epoch(self) -> str:
+        """A random id of this Redis data set, created by the first API that finds it
+        missing (``SET NX``): a flush or a restart that comes back empty makes a new one, so
+        state revisions (which then start again at 1) are only compared within one epoch."""
+        return f"{self.prefix}:epoch"

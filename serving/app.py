@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import secrets
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
+import redis
 from fastapi import Body, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -25,18 +24,18 @@ from fastapi.security import APIKeyHeader
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.background import BackgroundTask
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recsys_core.activity import HOUR
 from recsys_core.events import MAX_ID_LENGTH
-from serving import metrics, schemas
+from serving import schemas
 from serving.activity import follow_event_log
 from serving.cache import ResponseCache
+from serving.middleware import KeptAnswers, MetricsMiddleware, problem
 from serving.model import ModelHolder, ServingModel
 from serving.producer import EventSender
-from serving.service import ApiError, Service
+from serving.service import RETRY_AFTER_SECONDS, ApiError, Service
 from serving.settings import ServingSettings
-from serving.state import StateReader
+from serving.state import StateReader, StateUnavailable
 from serving.tracking import StateTracker
 from serving.updates import UpdateHub
 
@@ -66,79 +65,6 @@ TAGS = [
 ]
 
 
-class MetricsMiddleware:
-    """Request seconds by route template, method and status (pure ASGI: no per-request
-    task or body copy)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
-            metrics.REQUEST_SECONDS.labels(path, scope["method"], str(status)).observe(
-                time.perf_counter() - start)
-
-
-class KeptAnswers:
-    """Serves a kept recommendations answer before routing and parameter parsing, which are
-    most of a cache hit's time: an answer is kept only for a request that already passed
-    them (the key holds the raw query string, the user's current state revision, the model
-    version). ``lookup(user_id, query)`` returns the kept body or None; ``route()`` is the
-    endpoint's route, for the request metrics' label."""
-
-    PATH = re.compile(r"/v1/users/([^/]+)/recommendations")
-
-    def __init__(self, app: ASGIApp, lookup: Callable[[str, bytes], bytes | None],
-                 route: Callable[[], Any], key: str = "") -> None:
-        self.app = app
-        self.lookup = lookup
-        self.route = route
-        #: reads need this X-API-Key (empty: open); a request without it goes on to the app,
-        #: which answers 401 or 403
-        self.key = key.encode()
-
-    def _key_ok(self, scope: Scope) -> bool:
-        if not self.key:
-            return True
-        given = next((v for k, v in scope["headers"] if k == b"x-api-key"), b"")
-        return secrets.compare_digest(given, self.key)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET" and self._key_ok(scope):
-            m = self.PATH.fullmatch(scope["path"])
-            body = self.lookup(m[1], scope["query_string"]) if m else None
-            if body is not None:
-                scope["route"] = self.route()
-                await send({"type": "http.response.start", "status": 200, "headers": [
-                    (b"content-length", str(len(body)).encode()),
-                    (b"content-type", b"application/json")]})
-                await send({"type": "http.response.body", "body": body})
-                return
-        await self.app(scope, receive, send)
-
-
-def problem(status: int, error: str, detail: str, headers: dict[str, str] | None = None,
-            **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": error, "detail": detail, **extra}, status_code=status,
-                        headers=headers)
-
-
 def create_app(settings: ServingSettings | None = None) -> FastAPI:
     settings = settings or ServingSettings()
     holder = ModelHolder(settings.model_dir, settings.api_candidate_threshold)
@@ -160,6 +86,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             try:
                 if settings.api_cache_size:
                     await tracker.maintain()
+                    await state.ensure_epoch()  # a flush or an empty restart drops the cache
                 await asyncio.to_thread(holder.refresh)
                 await asyncio.to_thread(service.refresh_new_movies)
                 await asyncio.to_thread(service.warm_activity)
@@ -177,6 +104,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         await asyncio.to_thread(holder.refresh)
         if settings.api_cache_size:
             await tracker.maintain()
+            await state.ensure_epoch()
         poller = asyncio.create_task(poll_models())
         writer = asyncio.create_task(write_served())
         follower = asyncio.create_task(follow_event_log(
@@ -232,6 +160,14 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return problem(exc.status, exc.error, exc.detail, exc.headers, **exc.extra)
 
+    @app.exception_handler(redis.RedisError)
+    @app.exception_handler(StateUnavailable)
+    async def _state_error(request: Request, exc: Exception) -> JSONResponse:
+        """Any Redis error a route did not turn into a fallback: the state store is
+        unavailable, never a 500."""
+        return problem(503, "user_state_unavailable", f"Redis is unavailable: "
+                       f"{type(exc).__name__}", {"Retry-After": str(RETRY_AFTER_SECONDS)})
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
@@ -250,9 +186,6 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     def check_key(given: str | None) -> None:
         if not settings.api_key:
             return
-        surface: Annotated[schemas.SurfaceName | None, Query(
-            description="for_you (long-term taste) or up_next (the moment, reranked); "
-                        "the model's default surface when left out")] = None,
         if not given:
             raise ApiError(401, "missing_api_key", "send the API key in the X-API-Key header")
         if not secrets.compare_digest(given.encode(), settings.api_key.encode()):
@@ -268,13 +201,21 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
     reads = [Depends(read_key)]
     cache = ResponseCache(settings.api_cache_size)
+
+    def reset() -> None:
+        """The Redis data set changed under us: no kept answer or revision is current."""
+        cache.clear()
+        tracker.forget()
+
+    state.on_reset = reset
     writes = [Depends(write_key)]
 
     # -- recommendations --------------------------------------------------------------------
 
-    def answer_key(model: ServingModel, user_id: str, query: bytes, rev: int
+    def answer_key(model: ServingModel, user_id: str, query: bytes, rev: tuple[str, int]
                    ) -> tuple[Any, ...]:
-        """The same user state, model, catalogue and question (the raw query string)."""
+        """The same user state (the data set's epoch and the user's revision in it), model,
+        catalogue and question (the raw query string)."""
         new = service.new_movies
         # a reranked answer also depends on the movie activity: keep it for the same hour
         # of event time only
@@ -309,6 +250,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                                             "already rated or watched")] = True,
         exclude: Annotated[list[str] | None, Query(description="Movie ids to leave out",
                                                    max_length=1000)] = None,
+        surface: Annotated[schemas.SurfaceName | None, Query(
+            description="for_you (long-term taste) or up_next (the moment, reranked); "
+                        "the model's default surface when left out")] = None,
     ) -> JSONResponse:
         """The user's top-k: ALS factors, item-to-item, the session signal, content and
         popularity blended with the surface's fitted weights; a reason per movie. A user
@@ -317,14 +261,18 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         query: bytes = request.scope["query_string"]  # KeptAnswers had no answer kept
         meta = settings.keys.meta(user_id)
         token = tracker.begin(meta) if cache.size else None
-        snap = None
+        snap, rev = None, None
         try:
-            snap = await service.snapshot_async(model, user_id)
+            snap, epoch = await state.user_epoch_async(user_id, model.factors)
+            if epoch is not None and snap.rev > 0:
+                rev = (epoch, snap.rev)
+        except StateUnavailable:
+            pass
         finally:
-            tracker.end(meta, token, snap.rev if snap is not None and snap.rev > 0 else None)
+            tracker.end(meta, token, rev)
         key = None
-        if snap is not None and snap.rev > 0:
-            key = answer_key(model, user_id, query, snap.rev)
+        if rev is not None:
+            key = answer_key(model, user_id, query, rev)
             hit = cache.get(key)
             if hit is not None:
                 return Response(hit, media_type="application/json")

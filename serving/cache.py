@@ -1,9 +1,11 @@
-"""Recommendation responses kept per API process. A key holds the model version and the
-user's state revision (``rev``, bumped by every applied event), so an entry can never be
-stale: a new event or a new model version simply makes a new key, and old entries age out
-of the LRU. Apps that re-ask for the same user's list get it without rescoring. With a
-reranker the key also holds the hour of the event clock: the movie activity it reads moves
-with everyone's events, so a reranked answer is kept for that hour only."""
+"""Recommendation responses kept per API process. A key holds the model version, the
+user's state revision (``rev``, bumped by every applied event) and the epoch of the Redis
+data set it was read from (a new one after a flush or an empty restart, when revisions
+start again at 1), so an entry can never be stale: a new event or a new model version
+simply makes a new key, and old entries age out of the LRU. Apps that re-ask for the same
+user's list get it without rescoring. With a reranker the key also holds the hour of the
+event clock: the movie activity it reads moves with everyone's events, so a reranked answer
+is kept for that hour only."""
 
 from __future__ import annotations
 
@@ -39,6 +41,9 @@ class ResponseCache:
         self._items.move_to_end(key)
         while len(self._items) > self.size:
             self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        self._items.clear()
 
     def __len__(self) -> int:
         return len(self._items)

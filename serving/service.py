@@ -263,8 +263,11 @@ class Service:
             return {**model.movie(idx), "in_model": True}
         try:
             found = self.state.catalog_movie(movie_id)
-        except StateUnavailable:
-            found = None
+        except StateUnavailable as exc:  # it may be a catalog-only movie: cannot say 404
+            raise ApiError(503, "user_state_unavailable", f"movie {movie_id!r} is not in "
+                           f"the model and Redis, which knows catalog-only movies, is "
+                           f"unavailable: {exc}", {"Retry-After": str(RETRY_AFTER_SECONDS)}
+                           ) from None
         if found is None:
             raise ApiError(404, "unknown_movie", f"no movie with id {movie_id!r}")
         return {**found, "in_model": False}

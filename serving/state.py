@@ -8,6 +8,8 @@ import json
 import logging
 import threading
 import time
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,11 +24,17 @@ from serving import metrics
 
 log = logging.getLogger(__name__)
 
-REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+#: every error of the Redis client (``ResponseError`` and its ``OutOfMemoryError``,
+#: ``ExecAbortError``, ``ReadOnlyError``; ``ConnectionError`` and its ``BusyLoadingError``;
+#: ``TimeoutError``, ...), of the socket, and asyncio's timeout: each one means "state store
+#: unavailable" (reads fall back, nothing answers 500)
+REDIS_ERRORS = (redis.RedisError, OSError, TimeoutError)
+#: how often one kind of Redis error is logged at most (every failure is counted)
+LOG_EVERY_SECONDS = 10.0
 
 
 class StateUnavailable(Exception):
-    """Redis could not be reached (or was recently found down)."""
+    """Redis could not be reached, was recently found down, or refused the command."""
 
 
 class StateReader:
@@ -46,6 +54,11 @@ class StateReader:
         self._down_until = 0.0
         self._lock = threading.Lock()
         self._served: dict[str, str] = {}  # user → top-10 served, not yet written
+        self._logged: dict[str, float] = {}  # error kind → quiet until
+        #: the epoch of the data set last read (see :meth:`user_epoch_async`)
+        self.epoch: str | None = None
+        #: called when the epoch changes (the app drops its kept answers)
+        self.on_reset: Callable[[], None] = lambda: None
 
     @property
     def client(self) -> redis.Redis:
@@ -56,11 +69,21 @@ class StateReader:
             raise StateUnavailable("Redis was unreachable moments ago")
 
     def _failed(self, exc: BaseException) -> StateUnavailable:
+        """Count and log (once per LOG_EVERY_SECONDS and kind) a failed command; open the
+        breaker unless Redis itself answered with the error (out of memory, read-only, a
+        wrong type: it is reachable, and reads may still work)."""
+        now = time.monotonic()
+        kind = type(exc).__name__
         with self._lock:
-            self._down_until = time.monotonic() + self.open_seconds
+            if not isinstance(exc, redis.ResponseError):
+                self._down_until = now + self.open_seconds
+            quiet = now < self._logged.get(kind, 0.0)
+            if not quiet:
+                self._logged[kind] = now + LOG_EVERY_SECONDS
         metrics.DEPENDENCY_ERRORS.labels("redis").inc()
-        log.warning("Redis unavailable: %s", exc)
-        return StateUnavailable(str(exc) or type(exc).__name__)
+        if not quiet:
+            log.warning("Redis unavailable (%s): %s", kind, exc)
+        return StateUnavailable(str(exc) or kind)
 
     def _call(self, fn: Any, *args: Any) -> Any:
         self._check_open()
@@ -71,14 +94,60 @@ class StateReader:
 
     async def user_async(self, user_id: str, factors: int) -> UserSnapshot:
         """:meth:`user` on the asyncio client (one MULTI round trip)."""
+        return (await self.user_epoch_async(user_id, factors))[0]
+
+    async def _read(self, user_id: str, transaction: bool) -> list[Any]:
+        pipe = self.aclient.pipeline(transaction=transaction)
+        pipe.get(self.keys.epoch())
+        self.store.read_commands(pipe, user_id)
+        return list(await pipe.execute())
+
+    async def user_epoch_async(self, user_id: str, factors: int
+                               ) -> tuple[UserSnapshot, str | None]:
+        """The user's state and the epoch of the data set it was read from, in one MULTI
+        round trip. The epoch is None when the state cannot be compared with another read:
+        the data set has no epoch yet (it was just flushed or restarted; one is created for
+        the next reads) or Redis is full (it refuses MULTI, so the keys are read one by one,
+        not atomically)."""
         self._check_open()
         try:
-            pipe = self.aclient.pipeline(transaction=True)
-            self.store.read_commands(pipe, user_id)
-            hist, meta = await pipe.execute()
-        except (*REDIS_ERRORS, TimeoutError) as exc:
+            try:
+                epoch, *replies = await self._read(user_id, transaction=True)
+            except redis.OutOfMemoryError:
+                epoch, *replies = await self._read(user_id, transaction=False)
+                epoch = None
+            else:
+                if epoch is None:
+                    await self.ensure_epoch()
+        except REDIS_ERRORS as exc:
             raise self._failed(exc) from exc
-        return snapshot(hist, meta, factors)
+        if epoch is not None:
+            self._seen_epoch(epoch.decode())
+        return snapshot(*replies, factors=factors), self.epoch if epoch is not None else None
+
+    async def ensure_epoch(self) -> str | None:
+        """The data set's epoch, created when missing (``SET NX``); None when Redis cannot
+        say. A changed epoch calls :attr:`on_reset` (drop every kept answer)."""
+        try:
+            pipe = self.aclient.pipeline(transaction=True)
+            pipe.set(self.keys.epoch(), uuid.uuid4().hex, nx=True)
+            pipe.get(self.keys.epoch())
+            _, epoch = await pipe.execute()
+        except REDIS_ERRORS as exc:
+            self._failed(exc)
+            return None
+        if epoch is None:
+            return None
+        self._seen_epoch(epoch.decode())
+        return self.epoch
+
+    def _seen_epoch(self, epoch: str) -> None:
+        if epoch != self.epoch:
+            if self.epoch is not None:
+                log.warning("Redis data set changed (epoch %s → %s): it was flushed or "
+                            "restarted; every kept answer is dropped", self.epoch, epoch)
+                self.on_reset()
+            self.epoch = epoch
 
     def remember_served(self, user_id: str, movie_ids: list[str]) -> None:
         """Keep the top-10 just served for an hour: the stream counts a later event for one
@@ -100,7 +169,7 @@ class StateReader:
             for user_id, joined in batch.items():
                 pipe.set(self.keys.served(user_id), joined, ex=3600)
             await pipe.execute()
-        except (*REDIS_ERRORS, TimeoutError):
+        except REDIS_ERRORS:
             return 0
         return len(batch)
 

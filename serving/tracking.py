@@ -15,7 +15,9 @@ on nothing that changes without an invalidation of the meta key.
   write only by the time the invalidation takes to cross the network, less than the write's
   own reply takes to reach the writer and a new request to reach the API.
 - A lost connection, or Redis flushing its data, forgets everything; until the tracker is
-  connected again every lookup misses (and requests read Redis as before).
+  connected again every lookup misses (and requests read Redis as before). A revision is
+  remembered with the epoch of the data set it was read from (``Keys.epoch``), so a Redis
+  that restarted empty, whose revisions start again at 1, can never match an old one.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import contextlib
 import logging
 import socket
 from collections import OrderedDict
+from collections.abc import Hashable
 from typing import Any
 
 import hiredis
@@ -49,7 +52,7 @@ class StateTracker:
         self.timeout = timeout
         self._sock: socket.socket | None = None
         self._reader = hiredis.Reader()
-        self._known: OrderedDict[str, int] = OrderedDict()
+        self._known: OrderedDict[str, Hashable] = OrderedDict()
         self._pending: dict[str, int] = {}
         self._dirty: set[str] = set()
         self.client_id: int | None = None  # the connection's id in Redis
@@ -172,8 +175,10 @@ class StateTracker:
 
     # -- lookups ----------------------------------------------------------------------------
 
-    def known(self, key: str) -> int | None:
-        """The current revision of this meta key, when this process knows it."""
+    def known(self, key: str) -> Any:
+        """The current revision of this meta key (as given to :meth:`end`: the app passes
+        the data set's epoch with the user's revision), when this process knows it, else
+        None."""
         self.poll()
         return self._known.get(key)
 
@@ -184,7 +189,7 @@ class StateTracker:
         self._pending[key] = self._pending.get(key, 0) + 1
         return self.generation
 
-    def end(self, key: str, token: int | None, rev: int | None) -> None:
+    def end(self, key: str, token: int | None, rev: Hashable | None) -> None:
         """After the read: remember ``rev`` unless the key changed meanwhile."""
         if token is None:
             return

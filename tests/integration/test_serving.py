@@ -7,6 +7,7 @@ test's own while requests run.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import time
@@ -45,6 +46,7 @@ from streams.processor import Record, StreamProcessor
 from training.registry import ModelRegistry
 
 pytestmark = pytest.mark.integration
+OFFSETS = itertools.count()
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +77,8 @@ def seed(client: TestClient, events: list[dict[str, Any]]) -> StreamProcessor:
     store = UserStateStore.from_url(settings.redis_url, keys=settings.keys)
     view = load_view(settings.model_dir)
     processor = StreamProcessor(store, lambda: view)
-    records = [Record(encode(e), "ratings", 0, n) for n, e in enumerate(events)]
+    # increasing offsets, as a partition's: an offset at or below one applied is a redelivery
+    records = [Record(encode(e), "ratings", 0, next(OFFSETS)) for e in events]
     result = processor.process("rating", records)
     assert result.outcomes.get("applied") == len(events), result.outcomes
     return processor
