@@ -4,6 +4,8 @@ Per user (keys from :class:`recsys_core.keys.Keys`, hash-tagged by user so a use
 share a Redis Cluster slot):
 - ``history`` hash: movie_id → packed :class:`PairState`;
 - ``recent`` sorted set: movie_id → last interaction time, capped at ``cap`` movies;
+- ``dropped`` set: the movie ids the cap dropped, so that the history and this set together
+  hold every movie the user ever rated or watched (``exclude_seen`` never forgets);
 - ``meta`` hash: ``rev`` (events applied), ``vector`` (float32 LE), ``vector_version``,
   ``vector_rev``, ``affinity`` (JSON of the strongest genres and people).
 
@@ -31,7 +33,7 @@ from recsys_core.userstate import PairState, PairTable, decode_vector, encode_ve
 
 APPLY_LUA = """
 -- One user's events of a batch, in order.
--- KEYS: history, recent, meta, eventlog, then one dedupe key per event
+-- KEYS: history, recent, meta, eventlog, dropped, then one dedupe key per event
 -- ARGV: cap, ttl, log_maxlen, log (1: append to the event log, 0: do not),
 --       then per event: movie_id, ts, rating|'', completion|'', payload
 local cap, ttl, maxlen = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -39,9 +41,9 @@ local log = ARGV[4] == '1'
 local function s(x) if x == nil then return '' end return string.format('%.17g', x) end
 local out = {}
 local applied = 0
-for e = 1, #KEYS - 4 do
+for e = 1, #KEYS - 5 do
   local a = 4 + (e - 1) * 5
-  if redis.call('SET', KEYS[4 + e], '1', 'NX', 'EX', ttl) == false then
+  if redis.call('SET', KEYS[5 + e], '1', 'NX', 'EX', ttl) == false then
     out[e] = 0
   else
     out[e] = 1
@@ -78,6 +80,7 @@ if n > cap then
   local old = redis.call('ZRANGE', KEYS[2], 0, n - cap - 1)
   redis.call('ZREMRANGEBYRANK', KEYS[2], 0, n - cap - 1)
   redis.call('HDEL', KEYS[1], unpack(old))
+  redis.call('SADD', KEYS[5], unpack(old))  -- seen for ever: exclude_seen reads it
 end
 local rev
 if applied > 0 then
@@ -127,6 +130,8 @@ class UserSnapshot:
     vector_version: int | None
     vector_rev: int | None
     affinity: dict[str, float]
+    #: movie ids the history cap dropped (read only when asked for: ``seen=True``)
+    dropped: frozenset[str] = frozenset()
 
     @cached_property
     def table(self) -> PairTable:
@@ -175,7 +180,7 @@ class UserStateStore:
         k = self.keys
         for uid, positions in by_user.items():
             args: list[Any] = [self.cap, self.ttl, self.log_maxlen, "1" if log else "0"]
-            keys = [k.history(uid), k.recent(uid), k.meta(uid), k.event_log()]
+            keys = [k.history(uid), k.recent(uid), k.meta(uid), k.event_log(), k.dropped(uid)]
             for n in positions:
                 it = batch[n]
                 keys.append(k.event_seen(it.event_id))
@@ -191,20 +196,25 @@ class UserStateStore:
                 out[n] = (bool(flag), rev)
         return out
 
-    def read(self, user_ids: Sequence[str], factors: int) -> list[UserSnapshot]:
+    def read(self, user_ids: Sequence[str], factors: int, *,
+             seen: bool = False) -> list[UserSnapshot]:
         """Every user's pairs and meta in one round trip, each user's read atomic (MULTI), so
-        ``rev`` always describes exactly the pairs read with it."""
+        ``rev`` always describes exactly the pairs read with it; with ``seen`` also the
+        movies the cap dropped (:attr:`UserSnapshot.dropped`)."""
         pipe = self.r.pipeline(transaction=True)
         for uid in user_ids:
-            self.read_commands(pipe, uid)
+            self.read_commands(pipe, uid, seen=seen)
         raw = pipe.execute()
-        return [snapshot(raw[2 * j], raw[2 * j + 1], factors) for j in range(len(user_ids))]
+        n = 3 if seen else 2
+        return [snapshot(*raw[n * j:n * j + n], factors=factors) for j in range(len(user_ids))]
 
-    def read_commands(self, pipe: Any, user_id: str) -> None:
+    def read_commands(self, pipe: Any, user_id: str, *, seen: bool = True) -> None:
         """Queue :meth:`read`'s commands for one user on another (e.g. asyncio) pipeline;
-        its two replies make a :func:`snapshot`."""
+        its two replies (three with ``seen``) make a :func:`snapshot`."""
         pipe.hgetall(self.keys.history(user_id))
         pipe.hgetall(self.keys.meta(user_id))
+        if seen:
+            pipe.smembers(self.keys.dropped(user_id))
 
     def write_vectors(
         self,
@@ -250,8 +260,10 @@ class UserStateStore:
         pipe.execute()
 
 
-def snapshot(hist: dict[bytes, bytes], meta: dict[bytes, bytes], factors: int) -> UserSnapshot:
-    """A user's state from the replies to HGETALL history and HGETALL meta."""
+def snapshot(hist: dict[bytes, bytes], meta: dict[bytes, bytes],
+             dropped: set[bytes] | None = None, *, factors: int) -> UserSnapshot:
+    """A user's state from the replies to HGETALL history, HGETALL meta and (optionally)
+    SMEMBERS dropped."""
     vec = meta.get(b"vector")
     return UserSnapshot(
         raw_history=hist,
@@ -260,6 +272,7 @@ def snapshot(hist: dict[bytes, bytes], meta: dict[bytes, bytes], factors: int) -
         vector_version=_int(meta.get(b"vector_version")),
         vector_rev=_int(meta.get(b"vector_rev")),
         affinity=json.loads(meta[b"affinity"]) if b"affinity" in meta else {},
+        dropped=frozenset(m.decode() for m in dropped) if dropped else frozenset(),
     )
 
 

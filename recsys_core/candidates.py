@@ -33,6 +33,7 @@ from recsys_core.peers import peer_scores
 from recsys_core.scoring import (
     BlendWeights,
     content_profile,
+    exclusions,
     neighbor_scores,
     stage_of,
     top_k,
@@ -327,14 +328,14 @@ def recommend_candidates(
     allowed: npt.NDArray[np.bool_] | None = None,
     vector: npt.NDArray[np.float32] | None = None,
     exclude: npt.NDArray[np.int64] | None = None,
+    seen: npt.NDArray[np.int64] | None = None,
 ) -> tuple[I64, F64, dict[str, F64]] | None:
     """Top-k over the candidates: (movie indexes, blended scores, each component's weighted
     part of each returned movie, aligned with the indexes); None when fewer than ``k``
-    candidates pass the filters (the caller then scores the whole catalogue)."""
-    drop = [history.item_idx] if exclude_seen else []
-    if exclude is not None and exclude.size:
-        drop.append(np.asarray(exclude, dtype=np.int64))
-    skip = np.concatenate(drop) if drop else None
+    candidates pass the filters (the caller then scores the whole catalogue). Exclusions as
+    :func:`recsys_core.scoring.exclusions` (``seen``: the movies beyond the history)."""
+    skip = exclusions(history, exclude_seen, exclude if exclude is not None and exclude.size
+                      else None, seen)
     cand, comps, moments = candidate_components(bundle, index, history, weights, vector, skip)
     if not comps:
         comps = {"popularity": bundle.popularity[cand].astype(np.float64)}

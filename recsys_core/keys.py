@@ -31,6 +31,12 @@ class Keys:
         """Sorted set movie_id → last interaction time (the cap and the order)."""
         return f"{self.prefix}:ur:{{{user_id}}}"
 
+    def dropped(self, user_id: str) -> str:
+        """Set of the movie ids the history cap dropped from ``history``: with the history's
+        own movies, every movie the user ever rated or watched (what ``exclude_seen`` leaves
+        out). Empty, so absent, for a user within the cap."""
+        return f"{self.prefix}:ud:{{{user_id}}}"
+
     def meta(self, user_id: str) -> str:
         """Hash: rev (applied events), vector, vector_version, vector_rev, affinities."""
         return f"{self.prefix}:uv:{{{user_id}}}"

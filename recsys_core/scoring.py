@@ -256,9 +256,14 @@ def blended_scores(
 
 
 def exclusions(history: UserHistory, exclude_seen: bool,
-               exclude: npt.NDArray[np.int64] | None) -> npt.NDArray[np.int64] | None:
-    """The movies a top-k leaves out: the seen ones with ``exclude_seen``, and ``exclude``."""
+               exclude: npt.NDArray[np.int64] | None,
+               seen: npt.NDArray[np.int64] | None = None) -> npt.NDArray[np.int64] | None:
+    """The movies a top-k leaves out: with ``exclude_seen`` every movie the user ever rated
+    or watched (the history's, and ``seen``: those beyond the history, which keeps only the
+    newest ``cap``), and ``exclude``."""
     drop = [history.item_idx] if exclude_seen else []
+    if exclude_seen and seen is not None and seen.size:
+        drop.append(np.asarray(seen, dtype=np.int64))
     if exclude is not None:
         drop.append(np.asarray(exclude, dtype=np.int64))
     return np.concatenate(drop) if drop else None
@@ -299,9 +304,11 @@ def recommend(
     vector: npt.NDArray[np.float32] | None = None,
     timings: dict[str, float] | None = None,
     exclude: npt.NDArray[np.int64] | None = None,
+    seen: npt.NDArray[np.int64] | None = None,
 ) -> tuple[npt.NDArray[np.int64], F64, dict[str, F64]]:
     """Top-k for one user: (movie indexes, blended scores, weighted parts per component).
-    ``exclude`` drops more movies, besides the seen ones with ``exclude_seen``."""
+    ``exclude`` drops more movies, besides the seen ones with ``exclude_seen`` (the
+    history's and ``seen``, as :func:`exclusions`)."""
     total, _, parts = blended_scores(bundle, history, weights, vector, timings)
-    idx, scores = top_k(total, k, exclusions(history, exclude_seen, exclude), allowed)
+    idx, scores = top_k(total, k, exclusions(history, exclude_seen, exclude, seen), allowed)
     return idx, scores, parts

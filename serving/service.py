@@ -67,6 +67,12 @@ class UserView:
     fallback_reason: str | None
     refolded: bool = False
 
+    def dropped_idx(self, model: ServingModel) -> npt.NDArray[np.int64] | None:
+        """Model indexes of the movies the history cap dropped: seen, so excluded for ever."""
+        if self.snapshot is None or not self.snapshot.dropped:
+            return None
+        return model.bundle.movies.indices(list(self.snapshot.dropped), on_missing="drop")
+
 
 class Service:
     def __init__(self, holder: ModelHolder, state: StateReader, sender: EventSender,
@@ -166,12 +172,13 @@ class Service:
         timings: dict[str, float] = {}
         extra = [i for i in (model.bundle.movies.get(m) for m in exclude) if i is not None]
         extra_ids = np.asarray(extra, dtype=np.int64)
+        dropped = view.dropped_idx(model)
         found = None
         if model.candidates is not None:  # a large catalogue: score candidates only
             found = recommend_candidates(model.bundle, model.candidates, view.history,
                                          weights, k=k, exclude_seen=exclude_seen,
                                          allowed=allowed, vector=view.vector,
-                                         exclude=extra_ids)
+                                         exclude=extra_ids, seen=dropped)
         if found is not None:
             idx, scores, item_parts = found
         else:
@@ -180,7 +187,8 @@ class Service:
             total, z, parts = blended_scores(model.bundle, view.history, weights,
                                              view.vector, timings)
             idx, scores = top_k(total, want,
-                                exclusions(view.history, exclude_seen, extra_ids), allowed)
+                                exclusions(view.history, exclude_seen, extra_ids, dropped),
+                                allowed)
             if trees is not None and idx.size:
                 t = time.perf_counter()
                 idx, scores = rerank(trees, model.bundle, z, total, idx, view.history,
@@ -230,7 +238,8 @@ class Service:
         if std == 0.0:
             return []
         z = (new.vectors @ profile - mean) / std
-        seen = set(view.snapshot.table.movie_ids) if view.snapshot is not None else set()
+        seen = (set(view.snapshot.table.movie_ids) | view.snapshot.dropped
+                if view.snapshot is not None else set())
         wanted = {g.lower() for g in genres}
         picks = []
         for n in np.argsort(-z, kind="stable").tolist():
@@ -318,8 +327,10 @@ class Service:
                     "fallback_reason": view.fallback_reason}
         liked = np.flatnonzero(h.confidence >= np.median(h.confidence))
         source = int(h.item_idx[liked[-1] if liked.size else -1])
-        similar = self.similar(model.bundle.movies.raw(source), "taste", k + len(h))
-        seen = {model.bundle.movies.raw(int(i)) for i in h.item_idx}
+        dropped = view.snapshot.dropped if view.snapshot is not None else frozenset()
+        similar = self.similar(model.bundle.movies.raw(source), "taste",
+                               k + len(h) + len(dropped))
+        seen = {model.bundle.movies.raw(int(i)) for i in h.item_idx} | dropped
         items = [it for it in similar["items"] if it["movie_id"] not in seen][:k]
         for it in items:
             it["reason"] = f"because you watched {model.bundle.titles[source]}"

@@ -178,7 +178,8 @@ class StateReader:
         self.client.close()
 
     def user(self, user_id: str, factors: int) -> UserSnapshot:
-        snapshots: list[UserSnapshot] = self._call(self.store.read, [user_id], factors)
+        snapshots: list[UserSnapshot] = self._call(
+            lambda: self.store.read([user_id], factors, seen=True))
         return snapshots[0]
 
     def exists(self, user_id: str) -> bool:

@@ -5,6 +5,7 @@ recompute each touched user's fold-in vector and affinities once per batch."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import time
@@ -67,18 +68,34 @@ class ModelView:
         self.affinity = AffinityIndex.from_bundle(bundle)
 
 
+#: raw bytes kept in a dead letter (base64: 4/3 of it), so that a letter always fits well
+#: under the producer's largest request (1 MB by default) whatever the bad value's size
+DEAD_LETTER_RAW_BYTES = 64 * 1024
+#: the longest message key and detail a dead letter repeats
+DEAD_LETTER_KEY_BYTES = 1024
+DEAD_LETTER_DETAIL_CHARS = 1000
+
+
 def dead_letter(record: Record, error: InvalidEvent) -> DeadLetter:
+    """The letter for a bad record: its reason, where it was, and its raw bytes, cut to
+    DEAD_LETTER_RAW_BYTES (``raw_truncated``) with the original size (``raw_bytes``) and a
+    SHA-256 of the whole value (``raw_sha256``), so a letter is at most about 90 KB."""
     raw = record.value or b""
+    kept = raw[:DEAD_LETTER_RAW_BYTES]
     body = {
         "reason": error.reason,
-        "detail": error.detail,
+        "detail": error.detail[:DEAD_LETTER_DETAIL_CHARS],
         "topic": record.topic,
         "partition": record.partition,
         "offset": record.offset,
-        "raw_base64": base64.b64encode(raw).decode(),
+        "raw_base64": base64.b64encode(kept).decode(),
+        "raw_bytes": len(raw),
+        "raw_truncated": len(kept) < len(raw),
+        "raw_sha256": hashlib.sha256(raw).hexdigest(),
         "failed_at": datetime.now(UTC).isoformat(),
     }
-    return DeadLetter(record.key, json.dumps(body).encode(), error.reason)
+    key = record.key[:DEAD_LETTER_KEY_BYTES] if record.key is not None else None
+    return DeadLetter(key, json.dumps(body).encode(), error.reason)
 
 
 class StreamProcessor:

@@ -121,3 +121,23 @@ def test_seeded_users_get_the_fold_in_vector_of_the_current_model(
                                               strict=True)))
         assert state.vector is not None
         np.testing.assert_allclose(state.vector, want, atol=1e-5, rtol=0)
+
+
+def test_seeding_over_the_cap_keeps_every_movie_as_seen(
+        client: redis.Redis, unique_name: str, ml100k: Dataset) -> None:
+    """Heavy users are seeded with the cap: the history keeps the newest movies, the dropped
+    set the rest, and together they are every movie the user rated."""
+    keys = Keys(unique_name)
+    store = UserStateStore(client, keys=keys, cap=50)
+    counts = ml100k.interactions["user_id"].value_counts()
+    heavy = [str(u) for u in counts.index[:5]]
+    rows = ml100k.interactions[ml100k.interactions["user_id"].isin(heavy)]
+
+    seed_interactions(store, ml100k.name, rows, batch=300)
+
+    for user, snap in zip(heavy, store.read(heavy, 0, seen=True), strict=True):
+        rated = set(rows.loc[rows["user_id"] == user, "movie_id"].astype(str))
+        assert len(rated) > 200
+        assert len(snap.table) == 50
+        assert snap.dropped == rated - set(snap.table.movie_ids)
+        assert set(snap.table.movie_ids) | snap.dropped == rated
