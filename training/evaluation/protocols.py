@@ -1,8 +1,5 @@
-"""The three evaluation protocols (docs/evaluation.md): A top-N, B rating, C streaming.
-
-Protocol A evaluates what the trainer would publish: the split's training part goes
-through the trainer's own weight fitting (every surface, :mod:`training.weights`) and
-training, and each surface is ranked as the API ranks it."""
+"""The three evaluation protocols (docs/evaluation.md): A top-N (:mod:`.topn`, through the
+trainer's path), B rating, C streaming."""
 
 from __future__ import annotations
 
@@ -21,115 +18,17 @@ from recsys_core.artifacts import ModelBundle
 from recsys_core.dataset import Dataset
 from recsys_core.history import UserHistory
 from recsys_core.scoring import COMPONENTS, BlendWeights, blend, component_scores, top_k
-from recsys_core.surfaces import DEFAULT_SURFACE, UP_NEXT, default_surface, surfaces_of
-from training.evaluation.blendfit import Case, build_case_matrix, top_lists, weight_vector
 from training.evaluation.live import LiveReplay
-from training.evaluation.splits import Stratify, stratified_split, temporal_split
+from training.evaluation.splits import temporal_split
+from training.evaluation.topn import protocol_topn
 from training.models.rating import fit_rating_model
-from training.pipeline import TrainedModels, TrainParams, train_models
-from training.trainer import merge_interactions
-from training.weights import (
-    apply_event,
-    fit_surface_weights,
-    fit_weights_temporal,
-    history_of,
-    holdout_cases,
-)
+from training.pipeline import TrainParams, train_models
+from training.weights import apply_event, fit_weights_temporal, history_of
+
+__all__ = ["protocol_rating", "protocol_stream", "protocol_topn"]
 
 Progress = Callable[[str], None]
 K = 10
-#: single components reported beside the hybrid, by the model they stand for
-SINGLES = {
-    "als": "cf", "ease": "item", "session_ease": "session", "content": "content",
-    "popularity": "popularity",
-}
-
-
-def _ranking_row(tops: np.ndarray, cases: list[Case], models: TrainedModels) -> dict[str, float]:
-    rel = [c.relevant for c in cases]
-    pop = np.asarray(models.data.binary.sum(axis=0)).ravel() / max(models.data.binary.shape[0], 1)
-    return {
-        "precision@10": metrics.precision_at_k(tops, rel, K),
-        "recall@10": metrics.recall_at_k(tops, rel, K),
-        "ndcg@10": metrics.ndcg_at_k(tops, rel, K),
-        "map@10": metrics.map_at_k(tops, rel, K),
-        "coverage@10": metrics.catalog_coverage(tops, models.bundle.n_items, K),
-        "novelty@10": metrics.novelty(tops, pop, K),
-        "diversity@10": metrics.intra_list_diversity(tops, models.bundle.content_vectors, K),
-    }
-
-
-def trainer_rows(interactions: pd.DataFrame) -> pd.DataFrame:
-    """``interactions`` as the trainer reads a dataset of them (:func:`merge_interactions`:
-    ids as strings, de-duplicated, in time order, stable)."""
-    return merge_interactions(interactions, interactions.iloc[:0])
-
-
-def publishable_models(
-    dataset: Dataset, train: pd.DataFrame, params: TrainParams, progress: Progress | None = None,
-    label: str = "",
-) -> TrainedModels:
-    """What the trainer would publish given ``train`` as its whole dataset: every surface's
-    weights fitted on ``train`` by the trainer's own code, then every model trained on it
-    (no reranker: a first version has no logged cases to fit one on)."""
-    if progress:
-        progress(f"{label}fitting every surface's blend weights")
-    fit = fit_surface_weights(train, dataset, params)
-    if progress:
-        progress(f"{label}training")
-    return train_models(dataset, params, fit.weights[UP_NEXT], interactions=train,
-                        surfaces=fit.manifest(), default_surface=DEFAULT_SURFACE)
-
-
-def surface_tops(
-    bundle: ModelBundle, cases: list[Case], k: int = K
-) -> dict[str, np.ndarray]:
-    """Each surface's top-k of every case, as the API ranks them (the surface's weights and
-    recency settings; seen movies excluded)."""
-    out = {}
-    for name, surface in surfaces_of(bundle.manifest).items():
-        matrix = build_case_matrix(bundle, cases, surface.weights)
-        out[name] = top_lists(matrix, weight_vector(surface.weights), k)
-    return out
-
-
-def protocol_topn(
-    dataset: Dataset,
-    params: TrainParams | None = None,
-    seed: int = 42,
-    stratify: Stratify = "user",
-    progress: Progress | None = None,
-) -> dict[str, Any]:
-    """Protocol A: 75/25 stratified split; the training part given to the trainer's code as
-    its dataset (:func:`publishable_models`); each surface's top-10 of every test user with
-    every training movie excluded, scored over the newest ``params.history_cap`` ones."""
-    params = params or TrainParams()
-    train, test = stratified_split(dataset.interactions, 0.75, stratify, seed)
-    train = trainer_rows(train)
-    models = publishable_models(dataset, train, params, progress, f"A seed {seed}: ")
-    cases, _ = holdout_cases(models, test, params.history_cap)
-    rows: dict[str, dict[str, float]] = {}
-    for name, tops in surface_tops(models.bundle, cases).items():
-        rows[name] = _ranking_row(tops, cases, models)
-    whole = build_case_matrix(models.bundle, cases, BlendWeights(session_decay=1.0,
-                                                                 session_length=100_000))
-    for name, comp in SINGLES.items():
-        w = np.array([1.0 if c == comp else 0.0 for c in COMPONENTS])
-        rows[name] = _ranking_row(top_lists(whole, w, K), cases, models)
-    manifest = models.bundle.manifest
-    return {
-        "protocol": "A",
-        "seed": seed,
-        "stratify": stratify,
-        "train_rows": len(train),
-        "test_rows": len(test),
-        "users": len(cases),
-        "history_cap": params.history_cap,
-        "default_surface": default_surface(manifest),
-        "surfaces": manifest["surfaces"],
-        "blend_weights": manifest["blend_weights"],
-        "models": rows,
-    }
 
 
 def protocol_rating(
