@@ -26,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.background import BackgroundTask
 
 from recsys_core.activity import HOUR
-from recsys_core.events import MAX_ID_LENGTH
+from recsys_core.events import ID_PATTERN, MAX_ID_LENGTH
 from serving import schemas
 from serving.activity import follow_event_log
 from serving.cache import ResponseCache
@@ -44,11 +44,12 @@ log = logging.getLogger(__name__)
 #: how often the served top-10s (live HR@10) are written, all in one pipeline
 SERVED_FLUSH_SECONDS = 0.05
 
-ID_PATTERN = r"^[^\s\x00-\x1f/]+$"
+ID_TEXT = ("1-128 ASCII letters, digits and . _ ~ : @ + -, not starting with a dot (the "
+           "stream's grammar too)")
 UserId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN,
-                             examples=["42"], description="The user's id (any string)")]
+                             examples=["42"], description=f"The user's id: {ID_TEXT}")]
 MovieId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN,
-                              examples=["50"])]
+                              examples=["50"], description=f"The movie's id: {ID_TEXT}")]
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": schemas.Problem, "description": text}
     for code, text in ((400, "Malformed request"), (401, "API key missing"),

@@ -51,8 +51,12 @@ function clearError() { $("error").hidden = true; }
 
 // --- the user -----------------------------------------------------------------------------
 
+// the id grammar of the stream and the API: ASCII letters, digits and . _ ~ : @ + -,
+// not starting with a dot, at most 128 characters ("José Ruiz" becomes "Jose-Ruiz")
 function toUserId(text) {
-  return text.trim().replace(/\s+/g, "-").replace(/[/\u0000-\u001f\u007f]/g, "");
+  return text.normalize("NFKD").replace(/[\u0300-\u036f]/g, "").trim()
+    .replace(/\s+/g, "-").replace(/[^A-Za-z0-9._~:@+-]/g, "").replace(/^\.+/, "")
+    .slice(0, 128);
 }
 
 function recentUsers() {

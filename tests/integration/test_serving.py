@@ -270,6 +270,19 @@ def test_bad_requests_get_a_clear_4xx(api: TestClient, method: str, path: str,
     assert body["detail"]
 
 
+@pytest.mark.parametrize(("user", "status"), [
+    ("user@example.com", 200), ("urn:acme:user:17", 200), ("a.b_c~d+e", 200),
+    (".hidden", 422), ("José", 422), ("a b", 422), ("semi;colon", 422), ("x" * 129, 422),
+])
+def test_user_ids_follow_the_streams_grammar(api: TestClient, user: str, status: int) -> None:
+    r = api.get(f"/v1/users/{user}/recommendations")
+    assert r.status_code == status, r.text
+    if status == 422:
+        assert r.json()["error"] == "invalid_request"
+    r = api.post(f"/v1/users/{user}/ratings", json={"movie_id": "50", "rating": 4})
+    assert r.status_code == (202 if status == 200 else 422), r.text
+
+
 # ------------------------------------------------------------------ writes
 
 

@@ -442,7 +442,11 @@ def _without(field: str) -> bytes:
 INVALID: list[tuple[str, bytes | None, str]] = [
     ("truncated_json", b'{"event_id": "bad-1", "user_id": "u"', "malformed_json"),
     ("not_utf8", b'{"event_id": "\xff\xfe"}', "malformed_json"),
-    ("zero_length", b"", "malformed_json"),
+    ("zero_length", b"", "empty"),
+    ("only_whitespace", b" \n", "empty"),
+    ("user_id_with_a_slash", encode({**VALID, "user_id": "a/b"}), "out_of_range"),
+    ("movie_id_dot_dot", encode({**VALID, "movie_id": ".."}), "out_of_range"),
+    ("user_id_not_ascii", encode({**VALID, "user_id": "Jos\u00e9"}), "out_of_range"),
     ("json_array", b"[1, 2, 3]", "not_an_object"),
     ("json_string", b'"rating"', "not_an_object"),
     ("json_null", b"null", "not_an_object"),
