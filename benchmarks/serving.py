@@ -14,7 +14,13 @@ Parts (all by default; pick with ``--parts``):
   that reflects it (the rated movie leaves the user's top-10), p50/p99;
 - ``protocol-c``: protocol C through the live system: the newest 20 % of ml-100k replayed
   through Kafka, and before each event the API's top-10 for that user is asked; HR@10 and
-  MRR@10 next to the offline simulation's on the same split.
+  MRR@10 next to the offline simulation's on the same split. The versions are the offline
+  simulation's, published into the API (a research setup: the deployed trainer plays no
+  part in it);
+- ``protocol-c-deployed``: protocol C as deployed (:mod:`benchmarks.protocol_c`): the
+  stack ``recsys up`` starts, with its own trainer retraining every
+  ``--retrain-every`` events (default 1,000), and nothing handed in; next to the offline
+  simulation of the same deployment.
 
 ``python -m benchmarks.serving [--parts latency,large,freshness,protocol-c]
 [--concurrency 16] [--seconds 10] [--protocol-c-events N]``
@@ -450,7 +456,7 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", default="latency,large,freshness,protocol-c",
                     help="comma-separated: latency, large, candidates, freshness, mixed, "
-                         "protocol-c")
+                         "protocol-c, protocol-c-deployed")
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--freshness-samples", type=int, default=200)
@@ -477,6 +483,15 @@ def main() -> None:
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     results: dict[str, Any] = {}
+    if "protocol-c-deployed" in parts:
+        from benchmarks import protocol_c
+
+        results["protocol_c_deployed"] = protocol_c.run(
+            "ml-100k", args.retrain_every or 1000, args.protocol_c_events)
+        parts.discard("protocol-c-deployed")
+        if not parts:
+            report(results)
+            return
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp, DevStack() as stack:
         scratch = Path(tmp)
         times = np.sort(load_dataset("ml-100k", DATA_DIR).interactions["timestamp"].to_numpy())
@@ -637,6 +652,12 @@ def report(results: dict[str, Any]) -> None:
         t.add_row("freshness", "event → next answer reflects it",
                   f"p50 {f['p50_ms']:.0f} ms, p99 {f['p99_ms']:.0f} ms, max {f['max_ms']:.0f} "
                   f"ms ({f['samples']}/{f['of']})")
+    if "protocol_c_deployed" in results:
+        for part in ("offline", "live"):
+            c = results["protocol_c_deployed"][part]
+            t.add_row("protocol C", f"as deployed, {part}",
+                      f"HR@10 {c['hr@10']:.4f}, MRR@10 {c['mrr@10']:.4f} over "
+                      f"{c['scored']:,}")
     if "protocol_c_live" in results:
         c = results["protocol_c_live"]
         t.add_row("protocol C", "live (API + Kafka + worker)",

@@ -148,6 +148,40 @@ def trainer_lock(model_dir: Path, wait_seconds: float = 0.0) -> Iterator[None]:
         os.close(fd)
 
 
+def trainer_params(settings: TrainerSettings) -> TrainParams:
+    """The training parameters a trainer with ``settings`` uses."""
+    return TrainParams(history_cap=settings.user_history_cap)
+
+
+def run_with_settings(
+    dataset: Dataset,
+    registry: ModelRegistry,
+    settings: TrainerSettings,
+    *,
+    fit_weights: bool = True,
+    force: bool = False,
+    params: TrainParams | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> TrainingRun:
+    """One run of :func:`run_training` as the trainer with ``settings`` makes it (holdout,
+    gate, reranker); the caller holds the lock. The offline simulation of a deployment
+    (:mod:`training.evaluation.deployed`) calls this too."""
+    return run_training(
+        dataset, registry, params or trainer_params(settings), fit_weights=fit_weights,
+        progress=progress, holdout_fraction=settings.train_holdout_fraction,
+        holdout_max_events=settings.train_holdout_max_events,
+        gate_tolerance=settings.train_gate_tolerance, force=force,
+        rerank_every=settings.train_rerank_every,
+    )
+
+
+def refit_weights_due(settings: TrainerSettings, runs: int, has_model: bool) -> bool:
+    """Whether the periodic trainer's next run (after ``runs`` finished ones) refits the
+    blend weights: always without a model, then every ``train_refit_weights_every``-th."""
+    every = settings.train_refit_weights_every
+    return not has_model or (every > 0 and (runs + 1) % every == 0)
+
+
 def train_once(
     settings: TrainerSettings,
     *,
@@ -168,13 +202,8 @@ def train_once(
     registry = ModelRegistry(settings.model_dir, keep=settings.train_keep_versions)
     wait = settings.train_lock_wait_seconds if lock_wait is None else lock_wait
     with trainer_lock(settings.model_dir, wait):
-        run = run_training(
-            dataset, registry, params, fit_weights=fit_weights, progress=progress,
-            holdout_fraction=settings.train_holdout_fraction,
-            holdout_max_events=settings.train_holdout_max_events,
-            gate_tolerance=settings.train_gate_tolerance, force=force,
-            rerank_every=settings.train_rerank_every,
-        )
+        run = run_with_settings(dataset, registry, settings, fit_weights=fit_weights,
+                                force=force, params=params, progress=progress)
     run.seconds["load"] = load_seconds
     for phase, secs in run.seconds.items():
         PHASE_SECONDS.labels(phase).set(secs)
@@ -233,9 +262,8 @@ class Trainer:
         log.info("trainer stopped after %d runs", self.runs)
 
     def run_once(self, reason: str, count: int) -> TrainingRun | None:
-        every = self.settings.train_refit_weights_every
         has_model = ModelRegistry(self.settings.model_dir).current_version() is not None
-        refit = not has_model or (every > 0 and (self.runs + 1) % every == 0)
+        refit = refit_weights_due(self.settings, self.runs, has_model)
         log.info("training (%s; %s blend weights)", reason, "refitting" if refit else "reusing")
         self.last_run, self.last_count = time.time(), count
         try:

@@ -30,7 +30,7 @@ from recsys_core.scoring import (
 from training.matrices import build_training_data
 from training.pipeline import TrainParams, train_models
 from training.rerank import CaseLog, RerankCheck, attach_trees, fit_checked
-from training.weights import HistoryRows, apply_event, history_of
+from training.weights import HistoryRows, apply_event, capped, history_of
 
 K = 10
 
@@ -71,6 +71,7 @@ class LiveReplay:
         """``prior``: the events already applied. Models are trained on them unless a
         ``bundle`` is given (then it serves until the first retraining)."""
         self.dataset, self.params, self.weights = dataset, params, weights
+        self.history_cap: int | None = getattr(params, "history_cap", None)
         self.retrain_every, self.rerank_every = retrain_every, rerank_every
         self.cases = cases if cases is not None else CaseLog()
         self.progress = progress
@@ -104,6 +105,15 @@ class LiveReplay:
         publish it)."""
         attach_trees(self.current, self.trees, len(self.cases))
         return self.current
+
+    def serve(self, bundle: ModelBundle) -> None:
+        """Serve ``bundle`` from the next event on, as the API does once a version is
+        published: its blend weights (the default surface's) and its trees, if any."""
+        self.current = bundle
+        self.trees = Trees.from_bundle(bundle)
+        self.weights = BlendWeights.from_dict(bundle.manifest.get("blend_weights", {}))
+        same = list(bundle.movies.ids) == list(self.bundle.movies.ids)
+        self.remap = None if same else bundle.movies.indices(self.bundle.movies.ids)
 
     def _maintain(self, columns: list[str]) -> None:
         if self.events == 0:
@@ -151,10 +161,15 @@ class LiveReplay:
         if not score:
             self._apply(rows, item, mid, ts, rating)
             return None
-        history = history_of(rows) if rows else UserHistory.empty()
+        full = history_of(rows) if rows else UserHistory.empty()
+        # scored over the newest ``history_cap`` movies, as the stream keeps them in Redis;
+        # every movie seen is excluded
+        history = capped(full, self.history_cap, self.bundle.movies)
+        seen = full.item_idx
         if self.remap is not None:
             history = UserHistory(self.remap[history.item_idx], history.confidence,
                                   history.timestamps, history.ratings)
+            seen = self.remap[seen]
             target = int(self.remap[item])
         else:
             target = item
@@ -162,7 +177,7 @@ class LiveReplay:
         z = standardized(component_scores(bundle, history, self.weights))
         scores = (weighted(z, self.weights)[0] if z
                   else bundle.popularity.astype(np.float64))
-        cand, _ = top_k(scores, CANDIDATES, history.item_idx)
+        cand, _ = top_k(scores, CANDIDATES, seen)
         x = features(bundle, z, scores, cand, history, self.activity)
         where = np.flatnonzero(cand == target)
         chosen = int(where[0]) if where.size else -1
