@@ -1,10 +1,12 @@
 """The Faust application: one agent per input topic, all in one consumer group.
 
-Each agent takes batches (``stream.take_events``), hands them to :class:`StreamProcessor`
-(synchronous Redis, milliseconds per batch; Faust's consumer thread keeps heartbeating),
-sends dead letters, and records metrics. A batch that fails on Redis is retried with
-backoff until Redis answers again: Faust acks every event it handed out, so an event is
-never acked before it is applied (the dedupe in Redis makes the retry safe).
+Each agent takes batches (``stream.take_events``) and applies them one after the other, in
+order: the events not applied yet (:class:`streams.offsets.AppliedOffsets` sorts out
+redeliveries and holes), then :class:`StreamProcessor` (synchronous Redis, milliseconds
+per batch, in a helper process by default), then the batch's dead letters, each acked by
+the broker, then the partitions' applied marks in Redis. Every step is retried with
+backoff until it succeeds, whatever failed (Redis down, full or frozen, the broker, the
+helper process); nothing is acked before that, and Kafka commits only applied marks.
 """
 
 from __future__ import annotations
@@ -16,24 +18,32 @@ import time
 from typing import Any
 
 import faust
-import redis
 from faust.sensors.monitor import Monitor
-from faust.types import EventT
-from prometheus_client import start_http_server
+from faust.types import TP, EventT
 
 from adapters.eventlog import EventLogArchiver
 from adapters.redis_store import UserStateStore
 from recsys_core.errors import RecsysError
 from recsys_core.events import EventType
 from streams import metrics
-from streams.faust_tuning import deliver_fetches_whole, limit_fetch_wait, raw_schema
+from streams.faust_tuning import (
+    deliver_fetches_whole,
+    follow_applied_offsets,
+    limit_fetch_wait,
+    raw_schema,
+)
+from streams.health import TICK_SECONDS, WorkerHealth, serve
 from streams.offload import ProcessOffload
-from streams.processor import ModelView, Record, StreamProcessor
+from streams.offsets import AppliedOffsets, Split
+from streams.processor import BatchResult, DeadLetter, ModelView, Record, StreamProcessor
 from streams.settings import StreamSettings
 from training.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 KINDS: tuple[EventType, ...] = ("rating", "watch", "catalog")
+#: topics whose offsets follow the applied marks; the catalog is compacted (real holes) and
+#: idempotent (upserts): Faust's own acks commit it
+ORDERED_KINDS: tuple[EventType, ...] = ("rating", "watch")
 
 
 class WorkerState:
@@ -43,19 +53,27 @@ class WorkerState:
         self.settings = settings
         self.store = UserStateStore.from_url(
             settings.redis_url, keys=settings.keys, cap=settings.user_history_cap,
-            dedupe_ttl_seconds=settings.dedupe_ttl_seconds,
+            dedupe_window=settings.stream_dedupe_window,
         )
         self.registry = ModelRegistry(settings.model_dir)
         self.view: ModelView | None = None
         self.processor = StreamProcessor(self.store, lambda: self.view)
         self.offload = ProcessOffload(settings) if settings.stream_offload_processing else None
+        self.offsets = AppliedOffsets(self.store.r, settings.keys,
+                                      [settings.topic(k) for k in ORDERED_KINDS])
+        self.health = WorkerHealth(settings.stream_health_stall_seconds)
+        #: partition → last offset handled, for every input topic (the lag)
         self.last_offset: dict[tuple[str, int], int] = {}
+        self.reported: set[tuple[str, int]] = set()
 
-    def report_lag(self, lag: dict[str, int]) -> None:
+    def report_lag(self, lag: dict[str, int], gone: list[str]) -> None:
         """This worker's partitions' lag into the shared hash (kept 30 s after the last
-        report, so partitions of a worker that stopped fade out)."""
+        report, so partitions of a worker that stopped fade out); ``gone``: partitions
+        this worker no longer owns."""
         key = self.settings.keys.lag()
         pipe = self.store.r.pipeline(transaction=False)
+        if gone:
+            pipe.hdel(key, *gone)
         pipe.hset(key, mapping={**lag, "_updated_at": repr(time.time())})
         pipe.expire(key, 30)
         pipe.execute()
@@ -90,22 +108,51 @@ class WorkerState:
         log.info("refolded %d of %d users active in the last %.0f h for version %d in %.1f s",
                  written, seen, hours, view.version, time.perf_counter() - started)
 
-    async def process(self, kind: EventType, records: list[Record]) -> Any:
+    async def _process_once(self, kind: EventType, records: list[Record]) -> BatchResult:
+        if self.offload is not None:
+            view = self.view
+            return await self.offload.process(kind, records, view.version if view else None)
+        # inline: Faust's consumer runs in its own thread and keeps heartbeating, and a
+        # batch takes milliseconds; a thread hop per batch only adds GIL contention
+        return self.processor.process(kind, records)
+
+    async def process(self, kind: EventType, records: list[Record]) -> BatchResult:
+        """Apply the records, retried until it succeeds. A retry skips what an earlier try
+        applied (the users' offset marks): those events count as applied, not redelivered."""
+        tries = 0
+
+        async def once() -> BatchResult:
+            nonlocal tries
+            tries += 1
+            return await self._process_once(kind, records)
+
+        result: BatchResult = await self.retry_step(kind, "process", once)
+        if tries > 1 and "redelivered" in result.outcomes:
+            result.count("applied", result.outcomes.pop("redelivered"))
+        return result
+
+    async def retry_step(self, kind: EventType, step: str, fn: Any, *args: Any) -> Any:
+        """``await fn(*args)`` until it succeeds (backoff up to 5 s), whatever it raises."""
         delay = 0.1
         while True:
             try:
-                if self.offload is not None:
-                    view = self.view
-                    return await self.offload.process(kind, records,
-                                                      view.version if view else None)
-                # inline: Faust's consumer runs in its own thread and keeps heartbeating, and a
-                # batch takes milliseconds; a thread hop per batch only adds GIL contention
-                return self.processor.process(kind, records)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                metrics.REDIS_ERRORS.inc()
-                log.warning("redis unavailable (%s); retrying the batch in %.1fs", exc, delay)
+                out = fn(*args)
+                return await out if asyncio.iscoroutine(out) else out
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # every failure: the batch waits, nothing is acked
+                metrics.BATCH_FAILURES.labels(kind, step).inc()
+                if _is_redis(exc):
+                    metrics.REDIS_ERRORS.inc()
+                what = f"{step}: {type(exc).__name__}: {exc}"
+                self.health.failing(what)
+                log.warning("batch of %s not done (%s); retrying in %.1f s", kind, what, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+
+def _is_redis(exc: BaseException) -> bool:
+    return type(exc).__module__.startswith("redis")
 
 
 class QuietMonitor(Monitor):  # type: ignore[misc]
@@ -128,6 +175,7 @@ class QuietMonitor(Monitor):  # type: ignore[misc]
 def create_app(settings: StreamSettings) -> faust.App:
     limit_fetch_wait(settings.stream_fetch_max_wait_ms)
     deliver_fetches_whole()
+    follow_applied_offsets()
     app = faust.App(
         settings.stream_app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -151,19 +199,20 @@ def create_app(settings: StreamSettings) -> faust.App:
     )
     state = WorkerState(settings)
     app.recsys_state = state  # type: ignore[attr-defined]
+    app.recsys_offsets = state.offsets  # type: ignore[attr-defined]  # faust_tuning reads it
 
     for kind in KINDS:
         topic = app.topic(settings.topic(kind), schema=raw_schema())
         dlq = app.topic(settings.dead_letter_topic(kind), key_serializer="raw",
                         value_serializer="raw")
-        app.agent(topic, name=f"recsys-{kind}")(_agent(kind, dlq, state))
+        app.agent(topic, name=f"recsys-{kind}")(_agent(kind, dlq, app, state))
 
     refolds: set[asyncio.Task[None]] = set()
 
     async def _refold() -> None:
         try:
             await asyncio.to_thread(state.refold_active)
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        except Exception as exc:  # a timer's work never ends the worker
             log.warning("active users not refolded (lazily on their next request): %s", exc)
 
     def refold_in_background() -> None:
@@ -174,7 +223,7 @@ def create_app(settings: StreamSettings) -> faust.App:
     @app.task  # type: ignore[misc]
     async def _start() -> None:
         if settings.stream_metrics_port:
-            start_http_server(settings.stream_metrics_port, addr="0.0.0.0")
+            serve(settings.stream_metrics_port, state.health)
         if state.poll_model():  # a version published while no worker ran is refolded too
             refold_in_background()
         if state.offload is not None:
@@ -182,8 +231,11 @@ def create_app(settings: StreamSettings) -> faust.App:
 
     @app.timer(settings.stream_model_poll_seconds)  # type: ignore[misc]
     async def _poll_model() -> None:
-        if await asyncio.to_thread(state.poll_model):
-            refold_in_background()
+        try:
+            if await asyncio.to_thread(state.poll_model):
+                refold_in_background()
+        except Exception as exc:
+            log.warning("model version not polled: %s", exc)
 
     archiver = EventLogArchiver(state.store.r, settings.keys, settings.event_log_dir)
 
@@ -191,69 +243,114 @@ def create_app(settings: StreamSettings) -> faust.App:
     async def _archive() -> None:
         try:
             await asyncio.to_thread(archiver.archive_all)
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        except Exception as exc:
             log.warning("event log not archived this time: %s", exc)
 
-    @app.timer(5.0)  # type: ignore[misc]
+    @app.on_partitions_revoked.connect  # type: ignore[misc]
+    async def _revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        state.offsets.revoked((tp.topic, tp.partition) for tp in revoked)
+
+    @app.timer(TICK_SECONDS)  # type: ignore[misc]
     async def _lag() -> None:
-        consumer = app.consumer
-        report: dict[str, int] = {}
-        for tp in consumer.assignment():
-            high = consumer.highwater(tp)
-            if high is None:
-                continue
-            done = state.last_offset.get((tp.topic, tp.partition), -1)
-            lag = max(0, high - done - 1)
-            metrics.LAG.labels(tp.topic, str(tp.partition)).set(lag)
-            report[f"{tp.topic}:{tp.partition}"] = lag
-        if report:
-            try:
-                await asyncio.to_thread(state.report_lag, report)
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-                log.warning("lag not reported to Redis: %s", exc)
+        try:
+            await report_lag(app, state)
+        except Exception as exc:
+            log.warning("lag not measured: %s", exc)
 
     return app
 
 
-def _agent(kind: EventType, dlq: faust.TopicT, state: WorkerState) -> Any:
+async def report_lag(app: faust.App, state: WorkerState) -> None:
+    """Each owned partition's lag (its end − the next offset to apply) as a gauge and into
+    Redis; gauges of partitions no longer owned are removed. A partition is reported once
+    its start position is known, never as lagging by its whole length."""
+    consumer = app.consumer
+    report: dict[str, int] = {}
+    owned: set[tuple[str, int]] = set()
+    for tp in consumer.assignment():
+        key = (tp.topic, tp.partition)
+        owned.add(key)
+        high = consumer.highwater(tp)
+        done = state.offsets.applied.get(key, state.last_offset.get(key))
+        if high is None or done is None:
+            continue
+        lag = max(0, high - done - 1)
+        metrics.LAG.labels(tp.topic, str(tp.partition)).set(lag)
+        report[f"{tp.topic}:{tp.partition}"] = lag
+    gone = state.reported - owned
+    for topic, partition in gone:
+        try:
+            metrics.LAG.remove(topic, str(partition))
+        except KeyError:
+            pass
+    state.reported = owned
+    state.health.tick(report)
+    if report or gone:
+        try:
+            await asyncio.to_thread(state.report_lag, report,
+                                    [f"{t}:{p}" for t, p in sorted(gone)])
+        except Exception as exc:
+            log.warning("lag not reported to Redis: %s", exc)
+
+
+def _agent(kind: EventType, dlq: faust.TopicT, app: faust.App, state: WorkerState) -> Any:
     """Batches are applied one after the other, in order; while one is applied (in the helper
     process), the agent already takes the next. ``take_events`` acks a batch's events when it
     hands out the next batch, so each event's message holds one more reference until its own
-    batch is applied: Faust marks an offset safe to commit only on the last ack."""
+    batch is applied (Faust waits for those on a rebalance)."""
     settings = state.settings
+    ordered = state.offsets.guarded(settings.topic(kind))
+
+    async def send_dead_letters(letters: list[DeadLetter], sent: set[int]) -> None:
+        pending = [(n, letter, await dlq.send(key=letter.key, value=letter.value))
+                   for n, letter in enumerate(letters) if n not in sent]
+        for n, letter, fut in pending:
+            await fut  # acked by the broker
+            sent.add(n)
+            metrics.DEAD_LETTERS.labels(kind, letter.reason).inc()
+
+    async def seek_again(split: Split) -> None:
+        assignment = app.consumer.assignment()
+        for (topic, partition), offset in split.out_of_order.items():
+            metrics.OFFSET_HOLES.labels(topic).inc()
+            log.error("%s[%d]: a batch skipped past offset %d; reading again from there",
+                      topic, partition, offset)
+            tp = TP(topic, partition)
+            if tp in assignment:
+                await app.consumer.seek(tp, offset)
 
     async def apply(events: list[EventT]) -> None:
-        cancelled = False
-        try:
-            records = [Record(e.value, m.topic, m.partition, m.offset, e.key)
-                       for e in events for m in (e.message,)]
-            result = await state.process(kind, records)
-            for letter in result.dead_letters:
-                await dlq.send(key=letter.key, value=letter.value)
-                metrics.DEAD_LETTERS.labels(kind, letter.reason).inc()
-            for outcome, n in result.outcomes.items():
-                if outcome == "served_event":
-                    metrics.SERVED_EVENTS.labels(kind).inc(n)
-                elif outcome == "served_hit":
-                    metrics.SERVED_HITS.labels(kind).inc(n)
-                else:
-                    metrics.EVENTS.labels(kind, outcome).inc(n)
-            metrics.VECTORS.inc(result.vectors_updated)
-            metrics.BATCH_SECONDS.labels(kind).observe(result.seconds)
-            metrics.BATCH_EVENTS.labels(kind).observe(len(records))
-            newest: dict[tuple[str, int], int] = {}
-            for r in records:  # in offset order within a partition
-                newest[r.topic, r.partition] = r.offset
-            for tp, offset in newest.items():
-                if offset > state.last_offset.get(tp, -1):
-                    state.last_offset[tp] = offset
-        except asyncio.CancelledError:
-            cancelled = True  # the worker stops: left unacked, delivered again after restart
-            raise
-        finally:
-            if not cancelled:
-                for e in events:
-                    e.ack()  # the last reference (as take_events acks, even after an error)
+        records = [Record(e.value, m.topic, m.partition, m.offset, e.key)
+                   for e in events for m in (e.message,)]
+        if ordered:
+            split = state.offsets.split(records)
+        else:
+            split = Split(records, 0, {}, {})
+            for r in records:
+                split.last[r.topic, r.partition] = r.offset
+        if split.out_of_order:
+            try:
+                await seek_again(split)
+            except Exception as exc:  # the partition's next owner starts from the mark
+                log.warning("partition not sought back: %s", exc)
+        if split.todo:
+            result = await state.process(kind, split.todo)
+            record_outcomes(kind, result, len(split.todo))
+            sent: set[int] = set()
+            await state.retry_step(kind, "dead_letters", send_dead_letters,
+                                   result.dead_letters, sent)
+            if ordered:
+                await state.retry_step(kind, "applied_offsets", asyncio.to_thread,
+                                       state.offsets.record, split.last)
+                state.offsets.advance(split.last)
+            state.health.applied()
+        if split.redelivered:
+            metrics.EVENTS.labels(kind, "redelivered").inc(split.redelivered)
+        for tp, offset in split.last.items():
+            if offset > state.last_offset.get(tp, -1):
+                state.last_offset[tp] = offset
+        for e in events:
+            e.ack()  # the last reference: the batch is applied
 
     async def agent(stream: faust.StreamT) -> None:
         applying: asyncio.Task[None] | None = None
@@ -264,12 +361,32 @@ def _agent(kind: EventType, dlq: faust.TopicT, state: WorkerState) -> Any:
                 for e in events:
                     e.message.incref()  # released by apply() once the batch is applied
                 if applying is not None:
-                    await applying  # the previous batch first: per-user order
+                    await asyncio.shield(applying)  # the previous batch first: per-user order
                 applying = asyncio.create_task(apply(events))
             if applying is not None:
-                await applying
+                await asyncio.shield(applying)
         finally:
             if applying is not None and not applying.done():
-                applying.cancel()
+                # stopping: the batch in hand finishes and records its mark, within limits
+                # (what is left undone is delivered again, and skipped where applied)
+                done, _ = await asyncio.wait({applying},
+                                             timeout=settings.stream_shutdown_wait_seconds)
+                if not done:
+                    log.warning("the batch in hand was not applied before shutdown")
+                    applying.cancel()
 
     return agent
+
+
+def record_outcomes(kind: EventType, result: BatchResult, n_records: int) -> None:
+    """A batch's counts, once it is applied (before its dead letters are sent)."""
+    for outcome, n in result.outcomes.items():
+        if outcome == "served_event":
+            metrics.SERVED_EVENTS.labels(kind).inc(n)
+        elif outcome == "served_hit":
+            metrics.SERVED_HITS.labels(kind).inc(n)
+        else:
+            metrics.EVENTS.labels(kind, outcome).inc(n)
+    metrics.VECTORS.inc(result.vectors_updated)
+    metrics.BATCH_SECONDS.labels(kind).observe(result.seconds)
+    metrics.BATCH_EVENTS.labels(kind).observe(n_records)

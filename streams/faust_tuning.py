@@ -1,6 +1,9 @@
-"""Two changes to Faust's consumer, applied once per process before the app is created.
+"""Changes to Faust's consumer, applied once per process before the app is created.
 
 - :func:`limit_fetch_wait`: a short broker-side wait for fetches (freshness on the dev broker).
+- :func:`follow_applied_offsets`: for the input topics, commits and start positions follow
+  what is applied (:mod:`streams.offsets`), and a hole in the delivered offsets is read
+  again instead of being acked as Faust does.
 - :func:`deliver_fetches_whole`: Faust hands each fetched message to the topic conductor
   inside ``Service.wait_first(callback(message), suspend_flow.wait())``, which creates four
   tasks and an ``asyncio.wait`` per message: at 10,000 events/s that alone takes about a
@@ -57,6 +60,8 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
     sleep = asyncio.sleep
     yield_every = 100
 
+    guard = getattr(self.app, "recsys_offsets", None)
+
     async def deliver(ait: Any) -> None:
         since_yield = 0
         async for tp, message in ait:
@@ -65,6 +70,25 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
                 await sleep(0)
                 since_yield = 0
             offset = message.offset
+            if guard is not None and guard.guarded(tp.topic):
+                # every offset in order from the start position, none skipped, none twice
+                key = (tp.topic, tp.partition)
+                expected = guard.next_read.get(key)
+                if expected is not None and offset != expected:
+                    if offset < expected:
+                        continue
+                    accept, seek = guard.on_hole(key, offset, expected)
+                    if seek:
+                        await self.seek(tp, expected)
+                    if not accept:
+                        continue
+                guard.delivered(key, offset)
+                if commit_every is not None and self._n_acked >= commit_every:
+                    self._n_acked = 0
+                    await self.commit()
+                await callback(message)
+                set_read_offset(tp, offset)
+                continue
             r_offset = get_read_offset(tp)
             if r_offset is None or offset >= r_offset:
                 gap = offset - (r_offset or 0)
@@ -113,6 +137,82 @@ def deliver_fetches_whole() -> None:
         return
     _drain_messages._recsys_patched = True  # type: ignore[attr-defined]
     Consumer._drain_messages = _drain_messages  # type: ignore[method-assign]
+
+
+async def _perform_seek(self: Any) -> None:  # pragma: no cover - Faust's method
+    """``Consumer.perform_seek`` (on assignment, and when a fetch returns while the flow is
+    stopped) with each input partition started at its applied mark + 1."""
+    from faust.transport.consumer import ensure_TP
+
+    committed = dict(await self.seek_to_committed())
+    guard = getattr(self.app, "recsys_offsets", None)
+    if guard is not None:
+        tps = [tp for tp in self.assignment() if guard.guarded(tp.topic)]
+        keys = [(tp.topic, tp.partition) for tp in tps]
+        kafka = {(tp.topic, tp.partition): off for tp, off in committed.items()}
+        start = await asyncio.to_thread(guard.start_positions, keys, kafka)
+        for tp, key in zip(tps, keys, strict=True):
+            offset = start[key]
+            if offset is not None and offset != kafka.get(key):
+                self.log.info("%s[%d]: starting at applied offset %d (committed %r)",
+                              tp.topic, tp.partition, offset, kafka.get(key))
+                await self._seek(tp, offset)
+                committed[tp] = offset
+        guard.assigned(start)
+    self._read_offset.update({
+        tp: offset if offset is not None and offset >= 0 else None
+        for tp, offset in committed.items()
+    })
+    self._committed_offset.update({
+        ensure_TP(tp): offset if offset else None
+        for tp, offset in committed.items() if offset is not None
+    })
+
+
+async def _seek(self: Any, partition: Any, offset: int) -> None:  # pragma: no cover
+    """``Consumer.seek``, also moving the guard's next read position."""
+    await self._seek(partition, offset)
+    self._read_offset[partition] = offset if offset else None
+    guard = getattr(self.app, "recsys_offsets", None)
+    if guard is not None and guard.guarded(partition.topic):
+        guard.sought((partition.topic, partition.partition), offset)
+
+
+def _filter_committable_offsets(self: Any, tps: Any) -> dict[Any, int]:
+    """What to commit: Faust's acked offsets for other topics; for the input topics, each
+    owned partition's applied mark + 1 and nothing else."""
+    from faust.types import TP
+
+    offsets: dict[Any, int] = _faust_filter(self, tps)
+    guard = getattr(self.app, "recsys_offsets", None)
+    if guard is None:
+        return offsets
+    offsets = {tp: o for tp, o in offsets.items() if not guard.guarded(tp.topic)}
+    assignment = self.assignment()
+    for (topic, partition), nxt in guard.commit_points().items():
+        tp = TP(topic, partition)
+        if tp in assignment and self._should_commit(tp, nxt):
+            offsets[tp] = nxt
+    return offsets
+
+
+_faust_filter: Any = None
+
+
+def follow_applied_offsets() -> None:
+    """Commit, start from and read the input topics by the applied marks of
+    ``app.recsys_offsets`` (a :class:`streams.offsets.AppliedOffsets`); apps without one
+    keep Faust's behaviour."""
+    global _faust_filter
+    from faust.transport.consumer import Consumer
+
+    if getattr(Consumer.perform_seek, "_recsys_patched", False):
+        return
+    _faust_filter = Consumer._filter_committable_offsets
+    for name, fn in (("perform_seek", _perform_seek), ("seek", _seek),
+                     ("_filter_committable_offsets", _filter_committable_offsets)):
+        fn._recsys_patched = True  # type: ignore[attr-defined]
+        setattr(Consumer, name, fn)
 
 
 def raw_schema() -> Any:

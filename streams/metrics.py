@@ -19,6 +19,12 @@ LAG = Gauge("recsys_stream_consumer_lag", "Messages not yet processed, per parti
 MODEL_VERSION = Gauge("recsys_stream_model_version", "Model version the worker folds in with")
 REDIS_ERRORS = Counter("recsys_stream_redis_errors_total",
                        "Batches retried because Redis failed")
+BATCH_FAILURES = Counter("recsys_stream_batch_failures_total", "Tries of a batch step that "
+                         "failed and are retried (process, dead_letters, applied_offsets)",
+                         ["type", "step"])
+OFFSET_HOLES = Counter("recsys_stream_offset_holes_total", "Batches that skipped past an "
+                       "offset not applied yet (the partition is read again from there)",
+                       ["topic"])
 REFOLDED = Counter("recsys_stream_refolded_vectors_total",
                    "Vectors of active users recomputed after a new model version")
 SERVED_EVENTS = Counter("recsys_stream_served_events_total", "Applied events of users the API "

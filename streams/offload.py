@@ -35,7 +35,7 @@ def _init(settings_json: str) -> None:
     settings = StreamSettings.model_validate_json(settings_json)
     store = UserStateStore.from_url(settings.redis_url, keys=settings.keys,
                                     cap=settings.user_history_cap,
-                                    dedupe_ttl_seconds=settings.dedupe_ttl_seconds)
+                                    dedupe_window=settings.stream_dedupe_window)
     _helper.update(registry=ModelRegistry(settings.model_dir), view=None)
     _helper["processor"] = StreamProcessor(store, lambda: _helper["view"])
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from adapters.redis_store import DEDUPE_WINDOW
 from adapters.settings import CommonSettings
 
 
@@ -32,6 +33,13 @@ class StreamSettings(CommonSettings):
     stream_offload_processing: bool = Field(
         True, description="Process batches in a helper process, so Faust keeps delivering "
         "events meanwhile (a worker then uses two cores)")
-    dedupe_ttl_seconds: int = Field(7 * 24 * 3600, ge=60,
-                                    description="How long an event_id is remembered")
+    stream_dedupe_window: int = Field(
+        DEDUPE_WINDOW, ge=1, le=10_000, description="Event ids remembered per user (the "
+        "newest): a resent duplicate is dropped while among the user's last N events")
+    stream_shutdown_wait_seconds: float = Field(
+        30.0, ge=0, le=600, description="On shutdown, how long the batch being applied "
+        "may take to finish before the worker gives it up (it is then delivered again)")
+    stream_health_stall_seconds: float = Field(
+        60.0, gt=0, description="Unhealthy when events wait but nothing was applied for "
+        "this long (GET /healthz on the metrics port)")
     log_level: str = Field("info", description="Log level of every role")
