@@ -7,10 +7,13 @@ share a Redis Cluster slot):
 - ``dropped`` set: the movie ids the cap dropped, so that the history and this set together
   hold every movie the user ever rated or watched (``exclude_seen`` never forgets);
 - ``meta`` hash: ``rev`` (events applied), ``vector`` (float32 LE), ``vector_version``,
-  ``vector_rev``, ``affinity`` (JSON of the strongest genres and people).
+  ``vector_rev``, ``affinity`` (JSON of the strongest genres and people), and per source
+  partition ``o:<topic>:<partition>``: the offset of the user's last event applied from it;
+- ``ids`` sorted set: the user's last :data:`DEDUPE_WINDOW` event ids.
 
 :meth:`UserStateStore.apply` runs one Lua script per user and batch that, atomically and
-in order, drops each duplicate ``event_id``, merges the pair, appends the event to the
+in order, skips each event delivered again (its offset at or below the user's mark for its
+partition) and each duplicate ``event_id``, merges the pair, appends the event to the
 event-log stream (so the log holds each applied event exactly once), then trims to the cap
 and bumps ``rev``. With ``log=False`` (seeding users from a dataset the trainer already
 reads) the event log is left alone.
@@ -33,22 +36,39 @@ from recsys_core.userstate import PairState, PairTable, decode_vector, encode_ve
 
 APPLY_LUA = """
 -- One user's events of a batch, in order.
--- KEYS: history, recent, meta, eventlog, dropped, then one dedupe key per event
--- ARGV: cap, ttl, log_maxlen, log (1: append to the event log, 0: do not),
---       then per event: movie_id, ts, rating|'', completion|'', payload
-local cap, ttl, maxlen = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+-- KEYS: history, recent, meta, eventlog, dropped, ids (the user's recent event ids)
+-- ARGV: cap, window, log_maxlen, log (1: append to the event log, 0: do not),
+--       then per event: event_id, movie_id, ts, rating|'', completion|'', payload,
+--       source (meta field of the source partition's mark, '' for none), offset
+-- Per event: 2 when its offset is at or below the user's mark for its source partition
+-- (delivered again: applied before), 0 when its id is among the user's last `window` ids
+-- (a producer's duplicate), else 1 (applied). Then the user's rev.
+local cap, window, maxlen = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local log = ARGV[4] == '1'
 local function s(x) if x == nil then return '' end return string.format('%.17g', x) end
 local out = {}
 local applied = 0
-for e = 1, #KEYS - 5 do
-  local a = 4 + (e - 1) * 5
-  if redis.call('SET', KEYS[5 + e], '1', 'NX', 'EX', ttl) == false then
+local rev0 = tonumber(redis.call('HGET', KEYS[3], 'rev') or '0')
+local marks, moved = {}, {}
+for e = 1, (#ARGV - 4) / 8 do
+  local a = 4 + (e - 1) * 8
+  local source, offset = ARGV[a + 7], tonumber(ARGV[a + 8])
+  local mark = nil
+  if source ~= '' then
+    mark = marks[source]
+    if mark == nil then
+      mark = tonumber(redis.call('HGET', KEYS[3], source) or '-1')
+      marks[source] = mark
+    end
+  end
+  if mark ~= nil and offset <= mark then
+    out[e] = 2
+  elseif redis.call('ZADD', KEYS[6], 'NX', rev0 + applied + 1, ARGV[a + 1]) == 0 then
     out[e] = 0
   else
     out[e] = 1
     applied = applied + 1
-    local movie, ts = ARGV[a + 1], tonumber(ARGV[a + 2])
+    local movie, ts = ARGV[a + 2], tonumber(ARGV[a + 3])
     local rat_at, rat, comp, last = nil, nil, nil, ts
     local cur = redis.call('HGET', KEYS[1], movie)
     if cur then
@@ -59,21 +79,32 @@ for e = 1, #KEYS - 5 do
       if f[3] ~= '' then comp = tonumber(f[3]) end
       if f[4] ~= '' and tonumber(f[4]) > last then last = tonumber(f[4]) end
     end
-    if ARGV[a + 3] ~= '' then
-      local r = tonumber(ARGV[a + 3])
+    if ARGV[a + 4] ~= '' then
+      local r = tonumber(ARGV[a + 4])
       if rat == nil or ts > rat_at or (ts == rat_at and r > rat) then rat_at, rat = ts, r end
     end
-    if ARGV[a + 4] ~= '' then
-      local c = tonumber(ARGV[a + 4])
+    if ARGV[a + 5] ~= '' then
+      local c = tonumber(ARGV[a + 5])
       if comp == nil or c > comp then comp = c end
     end
     local packed = s(rat_at) .. '|' .. s(rat) .. '|' .. s(comp) .. '|' .. s(last)
     redis.call('HSET', KEYS[1], movie, packed)
     redis.call('ZADD', KEYS[2], last, movie)
     if log then
-      redis.call('XADD', KEYS[4], 'MAXLEN', '~', maxlen, '*', 'e', ARGV[a + 5])
+      redis.call('XADD', KEYS[4], 'MAXLEN', '~', maxlen, '*', 'e', ARGV[a + 6])
     end
   end
+  if mark ~= nil and offset > mark then
+    marks[source] = offset
+    moved[source] = offset
+  end
+end
+for source, offset in pairs(moved) do
+  redis.call('HSET', KEYS[3], source, offset)
+end
+local n_ids = redis.call('ZCARD', KEYS[6])
+if n_ids > window then
+  redis.call('ZREMRANGEBYRANK', KEYS[6], 0, n_ids - window - 1)
 end
 local n = redis.call('ZCARD', KEYS[2])
 if n > cap then
@@ -86,7 +117,7 @@ local rev
 if applied > 0 then
   rev = redis.call('HINCRBY', KEYS[3], 'rev', applied)
 else
-  rev = tonumber(redis.call('HGET', KEYS[3], 'rev') or '0')
+  rev = rev0
 end
 out[#out + 1] = rev
 return out
@@ -109,6 +140,19 @@ return 0
 """
 
 
+#: outcomes of :meth:`UserStateStore.apply`, per event
+DUPLICATE, APPLIED, REDELIVERED = 0, 1, 2
+#: event ids remembered per user (the newest ones): a producer's resent duplicate is caught
+#: while it is among the user's last this many events (docs/deployment.md, "Memory")
+DEDUPE_WINDOW = 64
+
+
+def offset_field(topic: str, partition: int) -> str:
+    """The user's ``meta`` field holding the offset of the user's last applied event from
+    this partition (events at or below it are redeliveries)."""
+    return f"o:{topic}:{partition}"
+
+
 @dataclass(frozen=True)
 class Interaction:
     """One valid rating or watch, as the store applies it."""
@@ -120,6 +164,8 @@ class Interaction:
     rating: float | None
     completion: float | None
     payload: bytes  # the event as JSON, for the event log
+    #: where it was read from: (topic, partition, offset); None outside the stream (seeding)
+    source: tuple[str, int, int] | None = None
 
 
 @dataclass
@@ -148,13 +194,13 @@ class UserStateStore:
         client: redis.Redis,
         keys: Keys | None = None,
         cap: int = 500,
-        dedupe_ttl_seconds: int = 7 * 24 * 3600,
+        dedupe_window: int = DEDUPE_WINDOW,
         event_log_maxlen: int = 5_000_000,
     ) -> None:
         self.r = client
         self.keys = keys or Keys()
         self.cap = cap
-        self.ttl = dedupe_ttl_seconds
+        self.window = dedupe_window
         self.log_maxlen = event_log_maxlen
         self._apply = self.r.register_script(APPLY_LUA)
         self._write_vector = self.r.register_script(WRITE_VECTOR_LUA)
@@ -166,11 +212,14 @@ class UserStateStore:
 
     def apply(
         self, batch: Sequence[Interaction], *, log: bool = True
-    ) -> list[tuple[bool, int]]:
+    ) -> list[tuple[int, int]]:
         """Apply a batch in one round trip, one script call per user with that user's events
-        in order; per event (applied, the user's rev after the batch). ``log=False`` leaves
-        the event log alone (seeding from a dataset the trainer reads anyway); the payloads
-        are then not sent."""
+        in order; per event (outcome, the user's rev after the batch), the outcome
+        :data:`APPLIED`, :data:`DUPLICATE` (its event id is among the user's last
+        ``dedupe_window`` ids) or :data:`REDELIVERED` (its source offset is at or below the
+        user's mark for that partition: applied before). ``log=False`` leaves the event log
+        alone (seeding from a dataset the trainer reads anyway); the payloads are then not
+        sent."""
         if not batch:
             return []
         by_user: dict[str, list[int]] = {}
@@ -179,21 +228,24 @@ class UserStateStore:
         pipe = self.r.pipeline(transaction=False)
         k = self.keys
         for uid, positions in by_user.items():
-            args: list[Any] = [self.cap, self.ttl, self.log_maxlen, "1" if log else "0"]
-            keys = [k.history(uid), k.recent(uid), k.meta(uid), k.event_log(), k.dropped(uid)]
+            args: list[Any] = [self.cap, self.window, self.log_maxlen, "1" if log else "0"]
+            keys = [k.history(uid), k.recent(uid), k.meta(uid), k.event_log(), k.dropped(uid),
+                    k.recent_event_ids(uid)]
             for n in positions:
                 it = batch[n]
-                keys.append(k.event_seen(it.event_id))
-                args += [it.movie_id, repr(float(it.timestamp)),
+                src = it.source
+                args += [it.event_id, it.movie_id, repr(float(it.timestamp)),
                          "" if it.rating is None else repr(float(it.rating)),
                          "" if it.completion is None else repr(float(it.completion)),
-                         it.payload if log else b""]
+                         it.payload if log else b"",
+                         "" if src is None else offset_field(src[0], src[1]),
+                         -1 if src is None else src[2]]
             self._apply(keys=keys, args=args, client=pipe)
-        out: list[tuple[bool, int]] = [(False, 0)] * len(batch)
+        out: list[tuple[int, int]] = [(DUPLICATE, 0)] * len(batch)
         for positions, flags in zip(by_user.values(), pipe.execute(), strict=True):
             rev = int(flags[-1])
             for n, flag in zip(positions, flags[:-1], strict=True):
-                out[n] = (bool(flag), rev)
+                out[n] = (int(flag), rev)
         return out
 
     def read(self, user_ids: Sequence[str], factors: int, *,

@@ -42,7 +42,19 @@ class Keys:
         return f"{self.prefix}:uv:{{{user_id}}}"
 
     def event_seen(self, event_id: str) -> str:
+        """Dedupe key of one event id (earlier releases; no longer written)."""
         return f"{self.prefix}:ev:{event_id}"
+
+    def recent_event_ids(self, user_id: str) -> str:
+        """Sorted set of the user's most recently applied event ids (score: the rev each
+        one made), capped: the window that drops a producer's resent duplicate."""
+        return f"{self.prefix}:ue:{{{user_id}}}"
+
+    def applied_offsets(self) -> str:
+        """Hash ``topic:partition`` → offset of the last event applied in order from that
+        partition (every event up to it is applied): where a worker that takes the
+        partition over starts, and what a worker commits at most."""
+        return f"{self.prefix}:applied"
 
     def catalog_movie(self, movie_id: str) -> str:
         return f"{self.prefix}:movie:{movie_id}"

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from adapters.redis_store import Interaction, UserStateStore
+from adapters.redis_store import APPLIED, DUPLICATE, REDELIVERED, Interaction, UserStateStore
 from recsys_core.artifacts import ModelBundle
 from recsys_core.confidence import ConfidenceRule
 from recsys_core.content import content_vector
@@ -26,6 +26,10 @@ from recsys_core.foldin import fold_in_user
 from recsys_core.userstate import AffinityIndex, encode_vector, history_from_pairs
 
 log = logging.getLogger(__name__)
+
+
+#: the event outcome of each store outcome (``redelivered``: applied before, delivered again)
+OUTCOMES = {APPLIED: "applied", DUPLICATE: "duplicate", REDELIVERED: "redelivered"}
 
 
 class Record(NamedTuple):
@@ -127,11 +131,13 @@ class StreamProcessor:
                 self._catalog(event, model)
                 result.count("applied")
                 continue
-            interactions.append(_interaction(event, kind, rec.value or b""))
+            interactions.append(_interaction(event, kind, rec.value or b"",
+                                             (rec.topic, rec.partition, rec.offset)))
         applied = self.store.apply(interactions)
         touched: dict[str, int] = {}
-        for it, (ok, rev) in zip(interactions, applied, strict=True):
-            result.count("applied" if ok else "duplicate")
+        for it, (flag, rev) in zip(interactions, applied, strict=True):
+            ok = flag == APPLIED
+            result.count(OUTCOMES[flag])
             if ok and model is not None and it.movie_id not in model.bundle.movies:
                 result.count("unknown_movie")  # kept in the history, enters the next model
             touched[it.user_id] = rev
@@ -144,15 +150,15 @@ class StreamProcessor:
         return result
 
     def _count_served_hits(self, interactions: Sequence[Interaction],
-                           applied: Sequence[tuple[bool, int]], result: BatchResult) -> None:
+                           applied: Sequence[tuple[int, int]], result: BatchResult) -> None:
         """Live HR@10: of the applied events of users the API served a top-10 to in the
         last hour, how many were for a movie in that list (``served_hit`` of
         ``served_event``)."""
-        users = sorted({it.user_id for it, (ok, _) in zip(interactions, applied, strict=True)
-                        if ok})
+        users = sorted({it.user_id for it, (flag, _) in zip(interactions, applied, strict=True)
+                        if flag == APPLIED})
         lists = dict(zip(users, self.store.served(users), strict=True))
-        for it, (ok, _) in zip(interactions, applied, strict=True):
-            if ok and lists.get(it.user_id):
+        for it, (flag, _) in zip(interactions, applied, strict=True):
+            if flag == APPLIED and lists.get(it.user_id):
                 result.count("served_event")
                 if it.movie_id in lists[it.user_id]:
                     result.count("served_hit")
@@ -213,7 +219,8 @@ class StreamProcessor:
         self.store.upsert_movie(event.movie_id, fields, encode_vector(vec))
 
 
-def _interaction(event: RatingEvent | WatchEvent, kind: EventType, raw: bytes) -> Interaction:
+def _interaction(event: RatingEvent | WatchEvent, kind: EventType, raw: bytes,
+                 source: tuple[str, int, int] | None = None) -> Interaction:
     """The event as the store applies it; the event log keeps the producer's bytes as sent
     (already validated), tagged with the type."""
     if isinstance(event, RatingEvent):
@@ -221,4 +228,4 @@ def _interaction(event: RatingEvent | WatchEvent, kind: EventType, raw: bytes) -
     else:
         rating, completion = None, event.watch_completion
     return Interaction(event.event_id, event.user_id, event.movie_id, event.timestamp,
-                       rating, completion, kind.encode() + b" " + raw)
+                       rating, completion, kind.encode() + b" " + raw, source)

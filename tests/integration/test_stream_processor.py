@@ -33,7 +33,7 @@ from stream_harness import (
     watch_event,
 )
 
-from adapters.redis_store import UserStateStore
+from adapters.redis_store import DEDUPE_WINDOW, UserStateStore
 from devstack import RedisServer
 from recsys_core.content import content_vector
 from recsys_core.dataset import Dataset
@@ -63,11 +63,13 @@ def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
 class Harness:
     """One test's processor over its own key prefix."""
 
-    def __init__(self, client: redis.Redis, view: ModelView, prefix: str, cap: int = 500):
+    def __init__(self, client: redis.Redis, view: ModelView, prefix: str, cap: int = 500,
+                 dedupe_window: int = DEDUPE_WINDOW):
         self.client = client
         self.view = view
         self.keys = Keys(prefix)
-        self.store = UserStateStore(client, keys=self.keys, cap=cap)
+        self.store = UserStateStore(client, keys=self.keys, cap=cap,
+                                    dedupe_window=dedupe_window)
         self.processor = StreamProcessor(self.store, lambda: view)
         self._offset = 0
 
@@ -194,7 +196,8 @@ def test_shuffled_delivery_with_duplicates_gives_in_order_state(
             if part:
                 in_order.apply(kind, part)
 
-    shuffled = Harness(client, view, f"{unique_name}-shuffled")
+    # duplicates anywhere in the delivery: a dedupe window as long as a user's events
+    shuffled = Harness(client, view, f"{unique_name}-shuffled", dedupe_window=1000)
     delivery = events + rng.sample(events, len(events) // 3)
     rng.shuffle(delivery)
     outcomes: dict[str, int] = {}
@@ -381,7 +384,7 @@ def test_concurrent_rating_and_watch_batches_leave_the_newest_vector(
                     event = rating_event(f"r{u}", f"u{u}", "50", 4.0, T0)
                 else:
                     event = watch_event(f"w{u}", f"u{u}", "181", T0 + 1, completion=0.8)
-                processor.process(kind, [Record(encode(event), TOPIC, 0, u)])
+                processor.process(kind, [Record(encode(event), f"{TOPIC}.{kind}", 0, u)])
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             errors.append(exc)
             barrier.abort()
