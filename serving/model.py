@@ -59,7 +59,8 @@ def strip_article(text: str) -> str:
 
 class TitleIndex:
     """Typo-tolerant title search over normalised titles without their leading article:
-    prefix matches first, then matches at a word start, then anywhere (one regex pass over
+    the exact title first, then prefix matches, then matches at a word start, then anywhere
+    (one regex pass over
     all titles joined), then fuzzy matches (rapidfuzz: the query aligned inside titles at
     least as long, or the whole title alike), popularity breaking ties."""
 
@@ -81,7 +82,8 @@ class TitleIndex:
         for m in re.finditer(re.escape(q), self.joined):
             pos = m.start()
             i = int(np.searchsorted(self.starts, pos, side="right")) - 1
-            score = (1.0 if pos == self.starts[i]
+            score = (1.0 if pos == self.starts[i] and self.bare[i] == q  # the whole title
+                     else 0.98 if pos == self.starts[i]
                      else 0.95 if self.joined[pos - 1] == " " else 0.9)
             scores[i] = max(scores.get(i, 0.0), score)
         if len(scores) < limit:

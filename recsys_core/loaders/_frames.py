@@ -14,6 +14,7 @@ import pandas as pd
 
 from recsys_core.dataset import ATTRIBUTE_COLUMNS, ATTRIBUTE_KINDS, INTERACTION_COLUMNS
 from recsys_core.errors import DataFormatError
+from recsys_core.names import display_title
 
 #: accepted rating range, wide enough for every MovieLens scale and for 0-10 scales
 RATING_RANGE = (0.0, 10.0)
@@ -123,7 +124,8 @@ def year_from_text(values: pd.Series) -> pd.Series:
 def build_movies(
     frame: pd.DataFrame, path: Path, id_col: str, titles: pd.Series, years: pd.Series
 ) -> pd.DataFrame:
-    """``movie_id, title, year`` with ``" (YEAR)"`` appended where known and missing."""
+    """``movie_id, title, year`` with ``" (YEAR)"`` appended where known and missing, titles
+    as people write them (``The Godfather``, not ``Godfather, The``: names.display_title)."""
     if frame.empty:
         raise DataFormatError(path, "no movies: the file holds a header only or blank lines")
     require_present(frame, path, (id_col,))
@@ -132,7 +134,7 @@ def build_movies(
     if duplicated.any():
         line = _first_line(duplicated)
         raise DataFormatError(path, f"duplicate movie id {ids.loc[line]}", line=line)
-    clean = titles.fillna("").astype(str).str.strip()
+    clean = titles.fillna("").astype(str).str.strip().map(display_title)
     years = years.astype("Int64")
     needs_year = [
         not pd.isna(year) and f"({year}" not in title

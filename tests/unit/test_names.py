@@ -108,3 +108,23 @@ def test_a_reason_names_a_shared_director_but_never_an_id() -> None:
     assert content_reason(bundle, 0, 1) == "directed by Ridley Scott, like Movie 0"
     reason = content_reason(bundle, 2, 3)
     assert "m.02gf_l" not in reason and reason == "shares actors with Movie 2"
+
+
+def test_titles_read_as_people_write_them() -> None:
+    from recsys_core.names import display_title
+
+    assert display_title("Empire Strikes Back, The (1980)") == "The Empire Strikes Back (1980)"
+    assert display_title("City of Lost Children, The (Cité des enfants perdus, La) (1995)") == (
+        "The City of Lost Children (La Cité des enfants perdus) (1995)")
+    assert display_title("School of Flesh, The (École de la chair, L') (1998)") == (
+        "The School of Flesh (L'École de la chair) (1998)")
+    for unchanged in ("Star Wars (1977)", "Three Billboards Outside Ebbing, Missouri (2017)",
+                      "Toy Story"):
+        assert display_title(unchanged) == unchanged
+
+
+def test_loaded_titles_are_display_titles(data_dir: Path) -> None:
+    ds = load_dataset("ml-100k", data_dir)
+    titles = set(ds.movies.title)
+    assert "The Empire Strikes Back (1980)" in titles
+    assert not any(t.endswith(", The") or ", The (" in t for t in titles)
