@@ -190,6 +190,7 @@ def evaluate(
     """Run the offline evaluation protocols; print a table, write JSON and a PNG chart."""
     from recsys_core.loaders import load_dataset
     from training.evaluation.report import run_evaluation, write_report
+    from training.pipeline import TrainParams
 
     chosen = list(PROTOCOLS) if "all" in protocol else protocol
     bad = [p for p in chosen if p not in PROTOCOLS]
@@ -204,7 +205,11 @@ def evaluate(
         with _progress() as bar:
             task = bar.add_task("loading data", total=None)
             ds = load_dataset(dataset, data_dir)
+            # the trainer's parameters: scoring reads the history the stream keeps
+            # (RECSYS_USER_HISTORY_CAP), as what it publishes is served
+            params = TrainParams(history_cap=_trainer_settings().user_history_cap)
             result = run_evaluation(ds, chosen, seed_list, stratify,  # type: ignore[arg-type]
+                                    params=params,
                                     progress=lambda p: bar.update(task, description=p),
                                     retrain_every=retrain_every, rerank_every=rerank_every)
     except RecsysError as exc:
@@ -219,7 +224,8 @@ def _print_result(result: dict[str, Any]) -> None:
     if "topn" in result:
         t = Table(title=f"A · top-10 on {result['dataset']} "
                         f"(mean of seeds {result['topn']['seeds']}, {result['topn']['stratify']}"
-                        "-stratified)")
+                        "-stratified; for_you and up_next: the trainer's surfaces, default "
+                        f"{result['topn'].get('default_surface')})")
         cols = ["precision@10", "recall@10", "ndcg@10", "map@10", "coverage@10", "novelty@10",
                 "diversity@10"]
         t.add_column("model", no_wrap=True)

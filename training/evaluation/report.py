@@ -52,7 +52,7 @@ def run_evaluation(
     if "topn" in protocols:
         runs = [protocol_topn(dataset, params, s, stratify, progress) for s in seeds]
         out["topn"] = {"runs": runs, "mean": mean_over_seeds(runs), "seeds": list(seeds),
-                       "stratify": stratify}
+                       "stratify": stratify, "default_surface": runs[0]["default_surface"]}
     if "rating" in protocols:
         out["rating"] = protocol_rating(dataset, params, progress=progress)
     if "stream" in protocols:
