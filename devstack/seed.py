@@ -5,8 +5,11 @@ Kafka; the users of the trained share need their histories in Redis too, or the 
 know nothing about them. Going through Kafka would take minutes and put those events in the
 event log, where the trainer would count them twice (it reads the base dataset already), so
 they are applied directly with :meth:`UserStateStore.apply` and ``log=False``: the same Lua
-merge, cap and dedupe as the stream, event ids as ``recsys replay`` makes them (a replay of
-the same rows is then dropped as duplicates), nothing appended to the event log.
+merge, cap, seen set and dedupe as the stream, event ids as ``recsys replay`` makes them,
+nothing appended to the event log. The rows are applied as ``recsys state rebuild`` applies
+the base dataset (:mod:`training.rebuild`), positions in time order as source offsets, so
+seeding again or rebuilding over a seeded store applies nothing twice; at the end the
+store is marked built (a store that loses the marker is rebuilt).
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from adapters.redis_store import Interaction, UserStateStore
-from adapters.replay import order_interactions, replay_event_id
+from adapters.redis_store import UserStateStore
+from adapters.replay import order_interactions
 from streams.processor import ModelView, StreamProcessor
+from training.rebuild import apply_base, mark_built
 from training.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -49,26 +53,14 @@ def seed_interactions(
     batch: int = SEED_BATCH,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[int, list[str]]:
-    """Apply the rows as ratings in time order, without the event log; returns how many
-    were applied (a row already applied is a duplicate) and the users, in first-seen order."""
+    """Apply the rows as ratings in time order, without the event log, exactly as
+    ``recsys state rebuild`` applies the base dataset (same event ids, same source
+    positions: a row already applied is skipped); returns how many were applied and the
+    users, in first-seen order."""
     rows = order_interactions(interactions)
-    users = rows["user_id"].astype(str).to_numpy()
-    movies = rows["movie_id"].astype(str).to_numpy()
-    ratings = rows["rating"].to_numpy(dtype=float)
-    stamps = rows["timestamp"].to_numpy(dtype="int64")
-    applied = 0
-    for start in range(0, len(rows), batch):
-        chunk = [
-            Interaction(replay_event_id(dataset_name, u, m, int(t)), u, m, float(t), float(r),
-                        None, b"")
-            for u, m, r, t in zip(users[start:start + batch], movies[start:start + batch],
-                                  ratings[start:start + batch], stamps[start:start + batch],
-                                  strict=True)
-        ]
-        applied += sum(ok for ok, _ in store.apply(chunk, log=False))
-        if progress is not None:
-            progress(min(start + batch, len(rows)), len(rows))
-    return applied, list(dict.fromkeys(users.tolist()))
+    applied = apply_base(store, dataset_name, rows,
+                         None if progress is None else lambda _p, d, t: progress(d, t), batch)
+    return applied, list(dict.fromkeys(rows["user_id"].astype(str).tolist()))
 
 
 def seed_vectors(store: UserStateStore, model_dir: Path, user_ids: list[str],
@@ -92,6 +84,7 @@ def seed_users(
     start = time.perf_counter()
     applied, users = seed_interactions(store, dataset_name, interactions, progress=progress)
     vectors = seed_vectors(store, model_dir, users) if model_dir is not None else 0
+    mark_built(store, "seed", len(interactions), len(users))
     result = SeedResult(len(interactions), applied, len(users), vectors,
                         time.perf_counter() - start)
     log.info("seeded %d users from %d events (%d applied), %d vectors in %.1f s",

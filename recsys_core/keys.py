@@ -81,6 +81,16 @@ class Keys:
         whose vectors are refolded eagerly after a new model version is published."""
         return f"{self.prefix}:active"
 
+    def state_built(self) -> str:
+        """Hash written once every user's state was built from the durable history (by
+        seeding or ``recsys state rebuild``): ``by``, ``at``, ``events``, ``users``. Missing
+        while a model exists: the store was lost (e.g. Redis restarted empty) and is rebuilt."""
+        return f"{self.prefix}:state"
+
+    def rebuild_lock(self) -> str:
+        """Taken by the one process that rebuilds the user state (expires unless renewed)."""
+        return f"{self.prefix}:rebuild-lock"
+
     def refold_lock(self, version: int) -> str:
         """Taken by the one worker that refolds the active users for ``version``."""
         return f"{self.prefix}:refold:{version}"

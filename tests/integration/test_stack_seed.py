@@ -112,6 +112,7 @@ def test_seeded_users_get_the_fold_in_vector_of_the_current_model(
 
     assert (result.users, result.applied, result.vectors) == (3, len(rows), 3)
     assert client.exists(keys.event_log()) == 0
+    assert client.hget(keys.state_built(), "by") == b"seed"  # a store that loses it is rebuilt
     for user in ("1", "2", "3"):
         state = read_user(client, keys, user)
         assert state.vector_version == view.version
