@@ -133,7 +133,7 @@ def test_recommendations_equal_the_core_scorer_on_the_users_redis_state(
     assert all(it["reason"] and it["title"] for it in body["items"])
     # the stored vector is the stream's fold-in: the same one the API would compute
     assert any(it["reason"].startswith(("because you watched", "because you just watched",
-                                        "people who liked", "people who watched",
+                                        "people who liked", "fans of",
                                         "same ", "shares ", "popular"))
                for it in body["items"])
 

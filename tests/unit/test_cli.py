@@ -53,7 +53,7 @@ def test_recommend_prints_ten_movies_with_reasons(published: Path, data_dir: Pat
     assert result.exit_code == 0, result.output
     assert "Top 10 for user 42" in result.output
     assert any(r in result.output for r in ("because you watched", "because you just watched",
-                                            "people who liked", "people who watched",
+                                            "people who liked", "fans of",
                                             "popular"))
 
 

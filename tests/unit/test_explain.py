@@ -3,11 +3,14 @@ movie behind it."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
 from recsys_core.artifacts import STAGE_POPULARITY, ModelBundle, validate
+from recsys_core.confidence import ConfidenceRule
 from recsys_core.explain import explain
 from recsys_core.foldin import gramian
 from recsys_core.history import UserHistory
@@ -76,7 +79,7 @@ def test_peers_reason_names_the_movie_the_peers_watched_it_next_to() -> None:
     w = BlendWeights(**{**NONE, "peers": 1.0})
     history = UserHistory.build([0], [11.0])
     assert _reasons(bundle, history, w, 2) == [
-        "people who watched Movie 0 watched this around the same time"] * 2
+        "fans of Movie 0 also watched this"] * 2
 
 
 def test_stage_reason_for_a_new_member_and_for_a_longer_history() -> None:
@@ -88,3 +91,32 @@ def test_stage_reason_for_a_new_member_and_for_a_longer_history() -> None:
     history = UserHistory.build([0], [11.0])
     assert _reasons(bundle, history, w, 1) == [
         "popular with people who have watched as many movies as you"]
+
+
+def test_one_list_names_a_source_movie_at_most_twice_on_real_data(ml100k: Any) -> None:
+    """A heavy ml-100k user's top-30 from a model trained on all of ml-100k: the reasons
+    spread over the history (no source movie named more than MAX_SAME_SOURCE times) and the
+    content reasons name the rarest shared trait."""
+    from recsys_core.explain import MAX_SAME_SOURCE, content_reason
+    from training.matrices import aggregate_pairs
+    from training.pipeline import train_models
+
+    weights = BlendWeights(cf=0.3, item=0.3, session=0.3, content=0.3, popularity=0.1,
+                           sequence=1.0, peers=1.0)
+    bundle = train_models(ml100k, weights=weights).bundle
+    rows = ml100k.interactions[ml100k.interactions["user_id"] == "13"]
+    pairs = aggregate_pairs(rows, ConfidenceRule())
+    idx = bundle.movies.indices(pairs["movie_id"], on_missing="drop")
+    history = UserHistory.build(idx, pairs["confidence"].to_numpy(),
+                                pairs["timestamp"].to_numpy(float), pairs["rating"].to_numpy())
+    items, _, parts = recommend(bundle, history, weights, 30)
+    reasons = explain(bundle, history, weights, parts, items)
+    named = [r for r in reasons if any(w in r for w in ("watched ", "liked ", "fans of "))]
+    assert len(named) >= 10
+    for title in {str(t) for t in bundle.titles}:
+        assert sum(r.endswith(title) or f" {title} " in r for r in named) <= MAX_SAME_SOURCE
+    godfather = bundle.movies.get("127")  # The Godfather: Crime, Action, Drama
+    heat = bundle.movies.get("273")  # Heat: Action, Crime, Thriller
+    assert godfather is not None and heat is not None
+    reason = content_reason(bundle, godfather, heat)
+    assert not reason.startswith("Action"), reason
