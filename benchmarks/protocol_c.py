@@ -204,9 +204,10 @@ def compare(offline: dict[str, Any], live: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(dataset: str, train_after: int, limit: int | None,
-        parts: frozenset[str] = frozenset({"offline", "live"})) -> dict[str, Any]:
+        parts: frozenset[str] = frozenset({"offline", "live"}),
+        keep_ranks: bool = False) -> dict[str, Any]:
     """Both parts (or those in ``parts``) and, with both, their agreement event by event;
-    the per-event ranks are left out of the result."""
+    the per-event ranks are left out of the result unless ``keep_ranks``."""
     results: dict[str, Any] = {"dataset": dataset, "train_after_events": train_after}
     with tempfile.TemporaryDirectory(prefix="bench-protocol-c-") as tmp:
         scratch = Path(tmp)
@@ -217,7 +218,7 @@ def run(dataset: str, train_after: int, limit: int | None,
     if "offline" in results and "live" in results:
         results["agreement"] = compare(results["offline"], results["live"])
     for part in ("offline", "live"):
-        if part in results:
+        if part in results and not keep_ranks:
             results[part].pop("ranks", None)
     return results
 
@@ -231,12 +232,23 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None,
                     help="replay only the first N events of the newest 20 %%")
     ap.add_argument("--parts", default="offline,live")
-    ap.add_argument("--out", type=Path, default=None, help="write the results as JSON")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="write the results as JSON, with each event's rank")
+    ap.add_argument("--compare", type=Path, nargs=2, metavar=("OFFLINE", "LIVE"),
+                    help="instead of running: the agreement of two --out files (the parts "
+                         "run as separate processes)")
     args = ap.parse_args()
+    if args.compare:
+        off, liv = (json.loads(p.read_text()) for p in args.compare)
+        console.print_json(json.dumps(compare(off["offline"], liv["live"])))
+        return
     results = run(args.dataset, args.train_after_events, args.limit,
-                  frozenset(args.parts.split(",")))
+                  frozenset(args.parts.split(",")), keep_ranks=args.out is not None)
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))
+    for part in ("offline", "live"):
+        if part in results:
+            results[part].pop("ranks", None)
     for part in ("offline", "live"):
         if part in results:
             r = results[part]
