@@ -272,6 +272,8 @@ async def report_lag(app: faust.App, state: WorkerState) -> None:
         owned.add(key)
         high = consumer.highwater(tp)
         done = state.offsets.applied.get(key, state.last_offset.get(key))
+        if high == 0 and done is None:
+            done = -1  # an empty partition: nothing to apply, lag 0
         if high is None or done is None:
             continue
         lag = max(0, high - done - 1)

@@ -31,6 +31,7 @@ const enc = encodeURIComponent;
 const state = {
   user: null,
   genres: new Set(),
+  surface: null, // "for_you" or "up_next"; null: the model's default surface
   shown: { key: null, ids: [] }, // what "Recommended for you" shows now
   recSeq: 0,
   applied: null, // events the stream applied for the user (profile), null before the first read
@@ -146,12 +147,16 @@ function refreshAll(cause) {
 async function loadRecs(cause) {
   const seq = ++state.recSeq;
   const params = new URLSearchParams({ k: "12" });
+  if (state.surface) params.set("surface", state.surface);
   for (const g of state.genres) params.append("genre", g);
   const list = $("recs-list");
   list.setAttribute("aria-busy", "true");
   try {
     const body = await read(`/v1/users/${enc(state.user)}/recommendations?${params}`);
-    if (seq === state.recSeq) renderRecs(body, cause, [...state.genres].sort().join("|"));
+    if (seq === state.recSeq) {
+      markSurface(body.surface);
+      renderRecs(body, cause, `${body.surface}:${[...state.genres].sort().join("|")}`);
+    }
   } catch (err) {
     if (seq === state.recSeq) showError(err);
   } finally {
@@ -199,7 +204,7 @@ function renderRecs(body, cause, key) {
 }
 
 function movieCard(item, isNew) {
-  const genres = (item.genres || []).slice(0, 3).map((g) => el("span", { class: "tag" }, g));
+  const genres = (item.genres || []).map((g) => el("span", { class: "tag" }, g));
   return el("li", { class: isNew ? "card flash" : "card", "data-movie-id": item.movie_id },
     isNew ? el("span", { class: "badge" }, "New") : null,
     poster(item.title, item.year),
@@ -220,6 +225,7 @@ async function loadBecause() {
     }
     $("byw-source").textContent = body.source.title;
     $("byw-list").replaceChildren(...body.items.map((it) => movieCard(it, false)));
+    updateRowNav($("byw-list"));
     section.hidden = false;
   } catch (err) {
     showError(err);
@@ -238,6 +244,19 @@ async function loadGenres() {
   } catch (err) {
     showError(err);
   }
+}
+
+// the ranking shown: "Up next" (the moment) or "Top picks for you" (long-term taste)
+function markSurface(surface) {
+  for (const chip of $("surfaces").querySelectorAll(".chip")) {
+    chip.setAttribute("aria-pressed", String(chip.dataset.surface === surface));
+  }
+}
+
+function chooseSurface(surface) {
+  state.surface = surface;
+  markSurface(surface);
+  loadRecs("filter");
 }
 
 function toggleGenre(genre) {
@@ -432,6 +451,9 @@ function wire() {
 function start() {
   initMovie({ read, user: () => state.user, navigate: navigateToMovie, showError });
   wire();
+  for (const chip of $("surfaces").querySelectorAll(".chip")) {
+    chip.addEventListener("click", () => chooseSurface(chip.dataset.surface));
+  }
   loadGenres();
   const m = location.hash.match(/^#movie\/(.+)$/);
   if (m) movie.id = decodeURIComponent(m[1]);
@@ -441,3 +463,18 @@ function start() {
 }
 
 start();
+
+/** The scroll buttons of a row: each moves it by most of its width; off at either end. */
+function updateRowNav(list) {
+  const end = list.scrollWidth - list.clientWidth - 2;
+  for (const b of document.querySelectorAll(`.row-scroll[aria-controls="${list.id}"]`)) {
+    b.disabled = Number(b.dataset.dir) < 0 ? list.scrollLeft <= 2 : list.scrollLeft >= end;
+  }
+}
+
+for (const button of document.querySelectorAll(".row-scroll")) {
+  const list = document.getElementById(button.getAttribute("aria-controls"));
+  button.addEventListener("click", () => list.scrollBy({
+    left: Number(button.dataset.dir) * list.clientWidth * 0.9, behavior: "smooth" }));
+  list.addEventListener("scroll", () => updateRowNav(list), { passive: true });
+}

@@ -132,6 +132,18 @@ def test_a_person_rates_star_wars_and_both_pages_follow_live(site: Site, browser
     assert any("Star Wars (1977)" in r for r in reasons), reasons
     expect(page.locator("#byw-title")).to_have_text("Because you watched Star Wars (1977)")
     expect(page.locator("#byw-list .card").first).to_be_visible()
+    # the row says it scrolls and scrolls on a click
+    back, on = (page.get_by_role("button", name=n, exact=True)
+                for n in ("Scroll back", "Scroll on"))
+    expect(back).to_be_disabled()
+    expect(on).to_be_enabled()
+    on.click()
+    page.wait_for_function("() => document.getElementById('byw-list').scrollLeft > 100")
+    expect(back).to_be_enabled()
+    # every genre of a card is shown (no cut at three)
+    shown = page.locator("#recs-list .card, #byw-list .card").evaluate_all(
+        "cards => cards.map(c => c.querySelectorAll('.tag').length)")
+    assert max(shown) > 3, shown
     expect(page.locator("#history-list")).to_contain_text("Star Wars (1977)")
     expect(page.locator("#history-list")).to_contain_text("5 ★")
     expect(page.locator("#movie-predicted")).to_contain_text("You rated it 5 ★")
@@ -276,3 +288,25 @@ def test_api_docs_work_with_the_network_blocked(site: Site, browser: Any) -> Non
     assert page.locator(".opblock").count() > 10
     assert outside == [] and errors == [], (outside, errors)
     context.close()
+
+
+def test_the_page_switches_between_up_next_and_top_picks(site: Site, browser: Any) -> None:
+    errors: list[str] = []
+    page = open_page(browser, f"{site.base_url}/", errors)
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/recommendations" in r.url else None)
+    page.get_by_label("Your name or user id").fill(f"web-{uuid.uuid4().hex[:6]}")
+    page.get_by_role("button", name="Continue").click()
+    expect(page.locator("#recs-list .card")).to_have_count(12)
+    # the model's default surface answers first, and the page marks it
+    up_next = page.get_by_role("button", name="Up next")
+    picks = page.get_by_role("button", name="Top picks for you")
+    expect(up_next).to_have_attribute("aria-pressed", "true")
+    expect(picks).to_have_attribute("aria-pressed", "false")
+    assert asked and "surface=" not in asked[-1]
+    picks.click()
+    expect(picks).to_have_attribute("aria-pressed", "true")
+    expect(up_next).to_have_attribute("aria-pressed", "false")
+    expect(page.locator("#recs-list .card")).to_have_count(12)
+    assert "surface=for_you" in asked[-1]
+    assert not errors, errors
