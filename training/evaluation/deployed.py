@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from recsys_core.dataset import Dataset
 from recsys_core.loaders import load_dataset
 from recsys_core.scoring import BlendWeights
 from training.evaluation.live import LiveReplay
@@ -90,16 +91,18 @@ def simulate_deployment(
     limit: int | None = None,
     progress: Progress | None = None,
     on_version: Callable[[int, int, bool], None] | None = None,
+    dataset: Dataset | None = None,
 ) -> dict[str, Any]:
     """Replay the newest ``1 - fraction`` of ``settings.dataset`` against the deployment
     (versions published under ``model_dir``); ``limit``: the first N replay events only.
     ``on_version(event, version, published)`` is called after each trainer run with the
     replay event from which its outcome holds. Returns HR@10 / MRR@10 over the replay,
     per window of ``train_after_events`` events, every run's outcome and each replay
-    event's rank (``ranks``; -1 for a movie the model does not know)."""
+    event's rank (``ranks``; -1 for a movie the model does not know). ``dataset``: the
+    dataset itself instead of loading ``settings.dataset``."""
     settings = settings.model_copy(update={"model_dir": model_dir,
                                            "train_base_fraction": fraction})
-    ds = load_dataset(settings.dataset, settings.data_dir)
+    ds = dataset if dataset is not None else load_dataset(settings.dataset, settings.data_dir)
     registry = ModelRegistry(model_dir, keep=settings.train_keep_versions)
     base_rows = base_interactions(ds.interactions, fraction)
     base = replace(ds, interactions=merge_interactions(base_rows, base_rows.iloc[:0]))
@@ -129,13 +132,13 @@ def simulate_deployment(
     done = 0
     for n, row in enumerate(replay.itertuples(index=False, name=None)):
         if n and n % every == 0:
-            dataset = replace(ds, interactions=merge_interactions(base_rows, log.iloc[:n]))
+            window = replace(ds, interactions=merge_interactions(base_rows, log.iloc[:n]))
             fit = refit_weights_due(settings, done, True)
             if progress:
                 progress(f"deployed: trainer run {done + 1} after {n:,} events"
                          f"{' (refitting blend weights)' if fit else ''}")
             with threadpool_limits(1, "blas"):
-                run = run_with_settings(dataset, registry, settings, fit_weights=fit,
+                run = run_with_settings(window, registry, settings, fit_weights=fit,
                                         params=params)
             done += 1
             runs.append(_version_row(n, run))

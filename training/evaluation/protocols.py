@@ -98,6 +98,7 @@ def protocol_stream(
     rerank_every: int = 5000,
     warmup: float = 0.5,
     on_live_model: Callable[[int, ModelBundle], None] | None = None,
+    deployed: bool = True,
 ) -> dict[str, Any]:
     """Protocol C, offline: train on the oldest ``fraction``, replay the rest in time order;
     before each event ask for the user's top-10 (seen excluded) and score a hit.
@@ -113,7 +114,11 @@ def protocol_stream(
     blend alone; ``live_system`` the blend reordered by the reranker. ``on_live_model``
     receives (replay events so far, bundle with trees) at the start of the replay and at
     each change of the simulated system's model (the live benchmark publishes them at the
-    same points)."""
+    same points). Those two rows start from a warm-up the deployed system does not have.
+
+    ``deployed`` (with N > 0): the ``deployed`` row is the system as ``recsys up`` runs it,
+    with nothing warmed up (:func:`training.evaluation.deployed.simulate_deployment`: the
+    trainer's own runs every N events, its gate and its checked reranker)."""
     params = params or TrainParams()
     train, replay = temporal_split(dataset.interactions, fraction)
     if limit:
@@ -174,6 +179,9 @@ def protocol_stream(
     if retrain_every > 0:
         hits.update(_live_system(dataset, params, weights, train, replay, retrain_every,
                                  rerank_every, warmup, progress, on_live_model))
+    if retrain_every > 0 and deployed:
+        hits["deployed"] = _deployed(dataset, fraction, limit, retrain_every, rerank_every,
+                                     progress)
     rows = {
         n: {
             "hr@10": float(np.mean([r < K for r in v])) if v else 0.0,
@@ -194,6 +202,23 @@ def protocol_stream(
         "events_per_second": (len(replay) - skipped) / elapsed if elapsed else 0.0,
         "models": rows,
     }
+
+
+def _deployed(dataset: Dataset, fraction: float, limit: int | None, retrain_every: int,
+              rerank_every: int, progress: Progress | None) -> list[int]:
+    """Ranks of each replayed event's movie in the simulated deployment."""
+    import tempfile
+    from pathlib import Path
+
+    from training.evaluation.deployed import simulate_deployment
+    from training.settings import TrainerSettings
+
+    settings = TrainerSettings(train_after_events=retrain_every,
+                               train_rerank_every=rerank_every)
+    with tempfile.TemporaryDirectory(prefix="recsys-deployed-") as tmp:
+        out = simulate_deployment(settings, Path(tmp), fraction, limit, progress,
+                                  dataset=dataset)
+    return [r for r in out["ranks"] if r >= 0]
 
 
 def _live_system(
