@@ -18,6 +18,7 @@ from devstack.runfile import DEFAULT_RUN_DIR
 DEMO_DEFAULTS = {
     "RECSYS_STREAM_SESSION_TIMEOUT": "6",  # the dev broker holds a first join ~half of it
     "RECSYS_TRAIN_AFTER_EVENTS": "2000",  # a new model version every few minutes of replay
+    "RECSYS_STATE_REBUILD_AUTO": "true",  # workers rebuild a Redis that lost the user state
     "OPENBLAS_NUM_THREADS": "1",
     "PYTHONUNBUFFERED": "1",
 }

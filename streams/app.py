@@ -37,6 +37,7 @@ from streams.offload import ProcessOffload
 from streams.offsets import AppliedOffsets, Split
 from streams.processor import BatchResult, DeadLetter, ModelView, Record, StreamProcessor
 from streams.settings import StreamSettings
+from training.rebuild import start_rebuild_watch
 from training.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -226,6 +227,7 @@ def create_app(settings: StreamSettings) -> faust.App:
             serve(settings.stream_metrics_port, state.health)
         if state.poll_model():  # a version published while no worker ran is refolded too
             refold_in_background()
+        start_rebuild_watch()  # RECSYS_STATE_REBUILD_AUTO: rebuild a lost user state
         if state.offload is not None:
             await state.offload.start()
 

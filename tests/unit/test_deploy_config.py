@@ -28,6 +28,7 @@ from adapters.settings import CommonSettings
 from recsys_core.keys import TOPICS, dead_letter_topic
 from serving.settings import ServingSettings
 from streams.settings import StreamSettings
+from training.rebuild import RebuildSettings
 from training.settings import TrainerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +45,7 @@ DEPLOY_DOC = ROOT / "docs" / "deployment.md"
 CONSTRAINTS = INFRA / "constraints.txt"
 
 SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
-    CommonSettings, StreamSettings, TrainerSettings, ServingSettings)
+    CommonSettings, StreamSettings, TrainerSettings, RebuildSettings, ServingSettings)
 SERVICES = {"kafka", "kafka-init", "redis", "worker", "trainer", "api", "prometheus", "grafana"}
 ONE_SHOT = {"kafka-init"}
 #: role service -> the setting that gives the port Prometheus scrapes
