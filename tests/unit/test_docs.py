@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings
 
 from serving.settings import ServingSettings
 from streams.settings import StreamSettings
+from training.rebuild import RebuildSettings
 from training.settings import TrainerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -17,7 +18,7 @@ CLI_ONLY = {"RECSYS_DATA_DIR", "RECSYS_IMDB_DIR"}
 
 
 def settings_classes() -> list[type[BaseSettings]]:
-    return [StreamSettings, TrainerSettings, ServingSettings]
+    return [StreamSettings, TrainerSettings, RebuildSettings, ServingSettings]
 
 
 def env_names() -> set[str]:
