@@ -14,7 +14,17 @@ from typing import Any
 
 import pytest
 import redis
-from stream_harness import encode, load_view, rating_event, read_user, shared_model_dir, watch_event
+from stream_harness import (
+    encode,
+    load_view,
+    make_stack,
+    new_name,
+    rating_event,
+    read_user,
+    shared_model_dir,
+    wait_for,
+    watch_event,
+)
 
 from adapters.eventlog import EventLogArchiver
 from adapters.redis_store import UserStateStore
@@ -176,3 +186,36 @@ def test_a_lost_store_is_rebuilt_by_the_watch_and_by_one_process_only(
                                                  users[1])
     assert watch.check_once() is None  # built: nothing more to do
     assert client.exists(settings.keys.rebuild_lock()) == 0
+
+
+@pytest.mark.slow
+def test_a_worker_rebuilds_a_store_that_came_back_empty(
+        devstack: Any, ml100k: Dataset, model_dir: Path, data_dir: Path,
+        tmp_path: Path) -> None:
+    """A real worker with RECSYS_STATE_REBUILD_AUTO: a fresh store is built at once, and
+    built again after every key of it is gone (as after an empty Redis restart)."""
+    name = new_name("rebuild")
+    stack = make_stack(devstack, name, model_dir, tmp_path, STATE_REBUILD_AUTO="true",
+                       STATE_REBUILD_CHECK_SECONDS="0.5", DATASET="ml-100k",
+                       DATA_DIR=str(data_dir), TRAIN_BASE_FRACTION="0.02",
+                       EVENT_LOG_DIR=str(tmp_path / "eventlog"),
+                       USER_HISTORY_CAP=str(CAP))
+    keys = Keys(name)
+    store = UserStateStore(stack.client, keys=keys, cap=CAP)
+    base, _ = temporal_split(ml100k.interactions, 0.02)
+    user = str(base["user_id"].value_counts().index[0])
+    rated = set(base.loc[base["user_id"] == user, "movie_id"].astype(str))
+    try:
+        worker = stack.start_worker("w1", tmp_path)
+        wait_for(lambda: is_built(store), 120, "the fresh store built", [worker])
+        first = state_of(store, user)
+        assert set(first["history"]) | first["dropped"] == rated
+        assert first["vector"] is not None
+        for key in stack.client.scan_iter(f"{name}:*"):  # the store is lost
+            stack.client.delete(key)
+        assert not is_built(store)
+        wait_for(lambda: is_built(store), 120, "the lost store rebuilt", [worker])
+        assert state_of(store, user) == first
+        assert "rebuilt" in worker.describe()
+    finally:
+        stack.stop_all()
