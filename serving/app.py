@@ -81,8 +81,12 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         log.warning("RECSYS_API_KEY is empty: write and admin endpoints are open "
                     "(development only)")
 
+    # the background loops end on this, not only on cancellation: a cancellation that lands
+    # in a Redis call's own timeout can come out as a (caught) timeout error
+    stopping = asyncio.Event()
+
     async def poll_models() -> None:
-        while True:
+        while not stopping.is_set():
             await asyncio.sleep(settings.api_model_poll_seconds)
             try:
                 if settings.api_cache_size:
@@ -96,7 +100,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
     async def write_served() -> None:
         """The served top-10s, in one pipeline per SERVED_FLUSH_SECONDS."""
-        while True:
+        while not stopping.is_set():
             await asyncio.sleep(SERVED_FLUSH_SECONDS)
             await state.flush_served()
 
@@ -114,13 +118,11 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            stopping.set()
             poller.cancel()
             follower.cancel()
             writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            await asyncio.wait({poller, writer}, timeout=5.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(state.flush_served(), 2.0)
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
