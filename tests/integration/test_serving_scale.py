@@ -5,6 +5,7 @@ of Redis invalidations (CLIENT TRACKING), never stale."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from streams.processor import Record, StreamProcessor
 from training.registry import ModelRegistry
 
 pytestmark = pytest.mark.integration
+OFFSETS = itertools.count()
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +77,9 @@ def seed(client: TestClient, events: list[dict[str, Any]]) -> None:
     store = UserStateStore.from_url(settings.redis_url, keys=settings.keys)
     view = load_view(settings.model_dir)
     processor = StreamProcessor(store, lambda: view)
-    result = processor.process("rating", [Record(encode(e), "ratings", 0, n)
-                                          for n, e in enumerate(events)])
+    # increasing offsets, as a partition's: an offset at or below one applied is a redelivery
+    result = processor.process("rating", [Record(encode(e), "ratings", 0, next(OFFSETS))
+                                          for e in events])
     assert result.outcomes.get("applied") == len(events), result.outcomes
 
 
@@ -140,14 +143,14 @@ def test_a_known_users_answer_is_served_without_reading_redis_until_the_state_ch
     before = hits(cached_api)
     reads = cached_api.app.state.service.state  # type: ignore[attr-defined]
     calls = 0
-    original = reads.user_async
+    original = reads.user_epoch_async
 
     async def counting(*args: Any) -> Any:
         nonlocal calls
         calls += 1
         return await original(*args)
 
-    reads.user_async = counting
+    reads.user_epoch_async = counting
     try:
         again = cached_api.get(f"/v1/users/{user}/recommendations").json()
         assert again == first and hits(cached_api) == before + 1
@@ -159,7 +162,7 @@ def test_a_known_users_answer_is_served_without_reading_redis_until_the_state_ch
         assert top not in ids(after)
         assert calls == 1 and hits(cached_api) == before + 1
     finally:
-        reads.user_async = original
+        reads.user_epoch_async = original
 
 
 def test_a_write_during_the_read_is_never_remembered_as_current(
