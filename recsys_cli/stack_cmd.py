@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
@@ -181,23 +182,25 @@ def _supervise(stack: Stack, live: bool) -> None:
             check()
             time.sleep(0.2)
     tracker = FigureTracker()
+
+    def every(seconds: float) -> Iterator[tuple[dict[str, Any], Any]]:
+        """The stack's description and figures every ``seconds``, checking it meanwhile."""
+        while True:
+            for _ in range(int(seconds / 0.25)):
+                check()
+                time.sleep(0.25)
+            data = stack.describe()
+            yield data, tracker.collect(data["roles"])
+
     data = stack.describe()
     if not console.is_terminal:  # a file or a pipe: a compact line every few seconds
         tracker.collect(data["roles"])
-        while True:
-            for _ in range(20):
-                check()
-                time.sleep(0.25)
-            data = stack.describe()
-            console.print(status_line(data, tracker.collect(data["roles"])), highlight=False)
+        for data, figures in every(5.0):
+            console.print(status_line(data, figures), highlight=False)
     with Live(status_table(data, tracker.collect(data["roles"])), console=console,
               auto_refresh=False) as view:
-        while True:
-            for _ in range(4):
-                check()
-                time.sleep(0.25)
-            data = stack.describe()
-            view.update(status_table(data, tracker.collect(data["roles"])), refresh=True)
+        for data, figures in every(1.0):
+            view.update(status_table(data, figures), refresh=True)
 
 
 def up(

@@ -214,21 +214,28 @@ def test_demo_reports_a_role_that_dies_and_stops_the_rest(
 
 
 def test_demo_stops_everything_on_ctrl_c(env: dict[str, str], run_dir: Path) -> None:
-    demo = subprocess.Popen(
-        [sys.executable, "-m", "recsys_cli.main", "demo", "--no-live", *FAST,
-         "--api-port", str(free_port()), "--run-dir", str(run_dir)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """The live demo with its output in a pipe (not a terminal): the phases and a status line
+    every five seconds are printed as lines; Ctrl-C stops it all."""
+    log = run_dir.parent / "demo-out.txt"
+    with log.open("w") as out_file:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "recsys_cli.main", "demo", *FAST,
+             "--api-port", str(free_port()), "--run-dir", str(run_dir)],
+            cwd=ROOT, env=env, stdout=out_file, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: (run_dir / "stack.json").exists()
                  and stack_file(run_dir)["state"] in ("ready", "failed"), 90, "the stack")
         assert stack_file(run_dir)["state"] == "ready"
+        wait_for(lambda: "ready: applied" in log.read_text(), 30, "a status line")
         demo.send_signal(signal.SIGINT)
-        out, err = demo.communicate(timeout=90)
+        _, err = demo.communicate(timeout=90)
     finally:
         if demo.poll() is None:
             demo.kill()
             demo.communicate()
+    out = log.read_text()
     assert demo.returncode == 0, out + err
+    assert "training model version 1" in out and "stopping:" in out
     assert "every process of the stack has exited" in out
     data = stack_file(run_dir)
     assert data["state"] == "stopped"
