@@ -65,6 +65,7 @@ class RoleFigures:
     trainer_runs: float | None = None
     requests: float | None = None  # API requests answered
     requests_per_s: float | None = None
+    healthy: bool | None = None  # a worker's /healthz: consuming and applying
 
 
 @dataclass
@@ -112,6 +113,15 @@ def role_figures(kind: str, samples: Samples | None) -> RoleFigures:
     return out
 
 
+def worker_healthy(metrics_url: str) -> bool:
+    """A worker's ``/healthz`` (next to its ``/metrics``) answers 200."""
+    try:
+        return httpx.get(metrics_url.rsplit("/", 1)[0] + "/healthz", timeout=1.0
+                         ).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 class FigureTracker:
     """Scrapes every role with a metrics URL and turns counters into rates."""
 
@@ -127,6 +137,8 @@ class FigureTracker:
                 continue
             now = time.monotonic()
             current = role_figures(str(role["kind"]), scrape(str(url)))
+            if current.up and role["kind"] == "worker":
+                current.healthy = worker_healthy(str(url))
             before = self._previous.get(str(role["name"]))
             if current.up:
                 if before is not None and now > before[0]:

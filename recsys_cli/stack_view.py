@@ -62,7 +62,7 @@ def _fmt(value: float | None, spec: str = ",.0f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def role_state(role: dict[str, Any], up: bool | None) -> Text:
+def role_state(role: dict[str, Any], up: bool | None, healthy: bool | None = None) -> Text:
     from devstack.runfile import same_process
 
     pid = role.get("pid")
@@ -73,6 +73,8 @@ def role_state(role: dict[str, Any], up: bool | None) -> Text:
         return Text("down", style="red")
     if up is False:
         return Text("not answering", style="yellow")
+    if healthy is False:  # a worker up but not consuming and applying (its /healthz)
+        return Text("unhealthy", style="yellow")
     return Text("up", style="green")
 
 
@@ -87,7 +89,7 @@ def status_table(data: dict[str, Any], figures: StackFigures | None) -> Group:
         up = f.up if f is not None else None
         table.add_row(
             role["name"], str(role.get("pid") or "-"), str(role.get("port") or "-"),
-            role_state(role, up),
+            role_state(role, up, f.healthy if f is not None else None),
             _fmt(f.applied if f else None), _fmt(f.applied_per_s if f else None, ",.1f"),
             _fmt(f.lag if f else None),
             f"v{f.model_version}" if f and f.model_version else "-",
