@@ -11,19 +11,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 import redis
-from fastapi import Body, Depends, FastAPI, Path, Query, Request, Response
+from fastapi import Body, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, StreamingResponse
-from fastapi.security import APIKeyHeader
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recsys_core.activity import HOUR
 from recsys_core.events import ID_PATTERN, MAX_ID_LENGTH
@@ -33,6 +32,18 @@ from serving.cache import ResponseCache
 from serving.middleware import KeptAnswers, MetricsMiddleware, problem
 from serving.model import ModelHolder, ServingModel
 from serving.producer import EventSender
+from serving.security import (
+    ROLES,
+    BodyLimit,
+    FailedKeys,
+    KeyGate,
+    KeyPolicy,
+    PageHeaders,
+    errors_of,
+    http_error_code,
+    key_dependencies,
+    warn_about_keys,
+)
 from serving.service import RETRY_AFTER_SECONDS, ApiError, Service
 from serving.settings import ServingSettings
 from serving.state import StateReader, StateUnavailable
@@ -50,13 +61,6 @@ UserId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_
                              examples=["42"], description=f"The user's id: {ID_TEXT}")]
 MovieId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN,
                               examples=["50"], description=f"The movie's id: {ID_TEXT}")]
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": schemas.Problem, "description": text}
-    for code, text in ((400, "Malformed request"), (401, "API key missing"),
-                       (403, "Wrong API key"), (404, "Unknown movie or user"),
-                       (422, "Invalid parameters"),
-                       (503, "Model not loaded or a dependency down (see Retry-After)"))
-}
 TAGS = [
     {"name": "recommendations", "description": "Personal top-k, each with a reason"},
     {"name": "movies", "description": "Catalogue, search and similar movies"},
@@ -77,9 +81,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     # which users' cached answers are current, kept so by Redis invalidations
     tracker = StateTracker(settings.redis_url, settings.keys.meta("")[:-1],
                            settings.api_cache_size, settings.api_redis_timeout_seconds * 4)
-    if not settings.api_key:
-        log.warning("RECSYS_API_KEY is empty: write and admin endpoints are open "
-                    "(development only)")
+    policy = KeyPolicy.from_settings(settings)
+    warn_about_keys(settings)
 
     # the background loops end on this, not only on cancellation: a cancellation that lands
     # in a Redis call's own timeout can come out as a (caught) timeout error
@@ -149,10 +152,15 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.hub = hub
     app.state.tracker = tracker
+    # the first added runs last: kept answers only behind the key gate and the body limit
     if settings.api_cache_size:
         app.add_middleware(KeptAnswers, lookup=lambda user_id, query: kept(user_id, query),
-                           route=lambda: recommendations_route,
-                           key=settings.api_key if settings.api_read_key_required else "")
+                           route=lambda: recommendations_route)
+    app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes,
+                       timeout=settings.api_body_timeout_seconds)
+    app.add_middleware(KeyGate, policy=policy, failures=FailedKeys(
+        settings.api_key_failure_limit, settings.api_key_failure_window_seconds))
+    app.add_middleware(PageHeaders)
     app.add_middleware(MetricsMiddleware)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
@@ -171,6 +179,21 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         return problem(503, "user_state_unavailable", f"Redis is unavailable: "
                        f"{type(exc).__name__}", {"Retry-After": str(RETRY_AFTER_SECONDS)})
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """The framework's own errors (no route, wrong method, a body it cannot parse, the
+        body limit) in the same {"error", "detail"} body."""
+        code, detail = http_error_code(exc.status_code), str(exc.detail)
+        if exc.status_code == 400 and "parsing the body" in detail:  # not UTF-8, say
+            code, detail = "malformed_json", "the body could not be decoded as UTF-8 JSON"
+        return problem(exc.status_code, code, detail, dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem(500, "internal_error", f"the request failed ({type(exc).__name__}); "
+                       f"it is logged")
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
@@ -183,26 +206,10 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                        errors=[{"loc": list(e.get("loc", ())), "msg": e.get("msg")}
                                for e in errors])
 
-    key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
-                              description="RECSYS_API_KEY; needed for writes and admin")
-
-    def check_key(given: str | None) -> None:
-        if not settings.api_key:
-            return
-        if not given:
-            raise ApiError(401, "missing_api_key", "send the API key in the X-API-Key header")
-        if not secrets.compare_digest(given.encode(), settings.api_key.encode()):
-            raise ApiError(403, "wrong_api_key", "the X-API-Key header does not match")
-
-    # a default, not Annotated: the annotation string could not see this local variable
-    async def write_key(key: str | None = Depends(key_header)) -> None:  # noqa: B008
-        check_key(key)
-
-    async def read_key(key: str | None = Depends(key_header)) -> None:  # noqa: B008
-        if settings.api_read_key_required:
-            check_key(key)
-
-    reads = [Depends(read_key)]
+    # the key gate checks every key before routing; these declare them in OpenAPI (only
+    # where one is needed) and check again
+    reads, writes, admin = (key_dependencies(policy, role) for role in ROLES)
+    read_errors, write_errors, admin_errors = (errors_of(policy, role) for role in ROLES)
     cache = ResponseCache(settings.api_cache_size)
 
     def reset() -> None:
@@ -211,7 +218,6 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         tracker.forget()
 
     state.on_reset = reset
-    writes = [Depends(write_key)]
 
     # -- recommendations --------------------------------------------------------------------
 
@@ -239,7 +245,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         return cache.get(answer_key(model, user_id, query, known), count_miss=False)
 
     @app.get("/v1/users/{user_id}/recommendations", response_model=schemas.Recommendations,
-             tags=["recommendations"], dependencies=reads, responses=ERRORS)
+             tags=["recommendations"], dependencies=reads, responses=read_errors)
     async def recommendations(
         request: Request,
         user_id: UserId,
@@ -295,7 +301,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                                  is recommendations)
 
     @app.get("/v1/users/{user_id}/because-you-watched", tags=["recommendations"],
-             dependencies=reads, responses=ERRORS)
+             dependencies=reads, responses=read_errors)
     async def because_you_watched(
         user_id: UserId, k: Annotated[int, Query(ge=1, le=50)] = 10,
     ) -> dict[str, Any]:
@@ -306,7 +312,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
     @app.get("/v1/users/{user_id}/predicted-rating/{movie_id}",
              response_model=schemas.PredictedRating, tags=["recommendations"],
-             dependencies=reads, responses=ERRORS)
+             dependencies=reads, responses=read_errors)
     async def predicted_rating(user_id: UserId, movie_id: MovieId) -> dict[str, Any]:
         """Stars the user would give (biased matrix factorisation, folded in from the user's
         ratings); a user without ratings gets the movie's baseline."""
@@ -316,7 +322,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         return service.predicted_rating(model, snap, user_id, movie_id)
 
     @app.get("/v1/users/{user_id}", response_model=schemas.UserProfile,
-             tags=["recommendations"], dependencies=reads, responses=ERRORS)
+             tags=["recommendations"], dependencies=reads, responses=read_errors)
     async def user_profile(user_id: UserId,
                            limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict[str, Any]:
         """What the stream knows of a user: history (newest first) and affinities; 404 for
@@ -327,9 +333,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
     @app.get("/v1/users/{user_id}/updates", tags=["recommendations"], dependencies=reads,
              response_class=StreamingResponse,
-             responses={200: {"content": {"text/event-stream": {}},
-                              "description": "Server-sent events: `updated` each time the "
-                              "stream changes this user's state"}})
+             responses={**read_errors, 200: {
+                 "content": {"text/event-stream": {}}, "description": "Server-sent events: "
+                 "`updated` each time the stream changes this user's state"}})
     async def user_updates(user_id: UserId) -> StreamingResponse:
         """Server-sent events announcing each change of the user's state."""
         return StreamingResponse(hub.listen(user_id), media_type="text/event-stream",
@@ -339,7 +345,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     # -- movies -----------------------------------------------------------------------------
 
     @app.get("/v1/movies/search", response_model=schemas.SearchResults, tags=["movies"],
-             dependencies=reads, responses=ERRORS)
+             dependencies=reads, responses=read_errors)
     def search(
         q: Annotated[str, Query(min_length=1, max_length=200, description="Title, typos "
                                 "allowed", examples=["star wars"])],
@@ -348,20 +354,20 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         """Typo-tolerant title search (prefix and word matches first, then fuzzy)."""
         return service.search(q, limit)
 
-    @app.get("/v1/genres", tags=["movies"], dependencies=reads, responses=ERRORS)
+    @app.get("/v1/genres", tags=["movies"], dependencies=reads, responses=read_errors)
     def genres() -> dict[str, Any]:
         """Every genre of the served model, for filters and browsing."""
         model = service.model()
         return {"model_version": model.version, "genres": model.genre_names}
 
     @app.get("/v1/movies/{movie_id}", response_model=schemas.Movie, tags=["movies"],
-             dependencies=reads, responses=ERRORS)
+             dependencies=reads, responses=read_errors)
     def movie(movie_id: MovieId) -> dict[str, Any]:
         """Title, year, genres, people; also movies known only from a catalog event."""
         return service.movie(movie_id)
 
     @app.get("/v1/movies/{movie_id}/similar", response_model=schemas.SimilarMovies,
-             tags=["movies"], dependencies=reads, responses=ERRORS)
+             tags=["movies"], dependencies=reads, responses=read_errors)
     def similar(
         movie_id: MovieId,
         by: Annotated[Literal["taste", "content"], Query(
@@ -375,8 +381,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
     @app.post("/v1/events", status_code=202, response_model=schemas.EventsAccepted,
               tags=["events"], dependencies=writes,
-              responses={**ERRORS, 413: {"model": schemas.Problem,
-                                         "description": "Too many events in one request"}})
+              responses=write_errors)
     def post_events(batch: schemas.EventBatch) -> dict[str, Any]:
         """Validate each event with the stream's schemas and produce the valid ones to
         Kafka (202 once the broker acknowledged them); invalid ones come back with their
@@ -385,7 +390,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
     @app.post("/v1/users/{user_id}/ratings", status_code=202,
               response_model=schemas.EventsAccepted, tags=["events"], dependencies=writes,
-              responses=ERRORS)
+              responses=write_errors)
     def post_rating(user_id: UserId, rating: Annotated[schemas.RatingIn, Body()]
                     ) -> dict[str, Any]:
         """Rate a known movie (0.5-5 stars)."""
@@ -393,7 +398,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
     @app.post("/v1/users/{user_id}/watches", status_code=202,
               response_model=schemas.EventsAccepted, tags=["events"], dependencies=writes,
-              responses=ERRORS)
+              responses=write_errors)
     def post_watch(user_id: UserId, watch: Annotated[schemas.WatchIn, Body()]
                    ) -> dict[str, Any]:
         """Mark a known movie watched (completion in [0, 1])."""
@@ -402,13 +407,13 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     # -- admin and health -------------------------------------------------------------------
 
     @app.get("/v1/admin/model", response_model=schemas.ModelAdmin, tags=["admin"],
-             dependencies=writes, responses=ERRORS)
+             dependencies=admin, responses=admin_errors)
     def admin_model() -> dict[str, Any]:
         """Current, served and kept model versions with their holdout metrics and gate."""
         return service.model_admin()
 
     @app.get("/v1/admin/lag", response_model=schemas.LagSummary, tags=["admin"],
-             dependencies=writes, responses=ERRORS)
+             dependencies=admin, responses=admin_errors)
     def admin_lag() -> dict[str, Any]:
         """Consumer lag per topic-partition as the stream workers last reported it."""
         return service.lag()

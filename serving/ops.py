@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections.abc import Iterable
-from typing import Annotated, Any
+from typing import Any
 
 import httpx
-from fastapi import APIRouter, Depends
-from fastapi.security import APIKeyHeader
+from fastapi import APIRouter
 from prometheus_client import generate_latest
 
 from serving.promtext import read_samples
-from serving.schemas import Problem
-from serving.service import ApiError
+from serving.security import KeyPolicy, errors_of, key_dependencies
 from serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
@@ -35,8 +32,6 @@ REUSE_SECONDS = 1.0
 ADDITIVE = frozenset({"counter", "histogram", "summary", "untyped", "unknown"})
 
 SampleKey = tuple[str, tuple[tuple[str, str], ...]]
-ApiKey = Annotated[str | None, Depends(APIKeyHeader(
-    name="X-API-Key", auto_error=False, description="RECSYS_API_KEY; needed for writes and admin"))]
 
 
 def parse_samples(text: str) -> list[tuple[str, str, dict[str, str], float]]:
@@ -99,17 +94,11 @@ def ops_router(settings: ServingSettings) -> APIRouter:
     lock = asyncio.Lock()
     kept: dict[str, Any] = {"at": 0.0, "body": None}
 
-    def admin_key(key: ApiKey) -> None:
-        if not settings.api_key:
-            return
-        if not key:
-            raise ApiError(401, "missing_api_key", "send the API key in the X-API-Key header")
-        if not secrets.compare_digest(key.encode(), settings.api_key.encode()):
-            raise ApiError(403, "wrong_api_key", "the X-API-Key header does not match")
+    policy = KeyPolicy.from_settings(settings)
 
-    @router.get("/v1/admin/metrics", tags=["admin"], dependencies=[Depends(admin_key)],
-                responses={401: {"model": Problem, "description": "API key missing"},
-                           403: {"model": Problem, "description": "Wrong API key"}})
+    @router.get("/v1/admin/metrics", tags=["admin"],
+                dependencies=key_dependencies(policy, "admin"),
+                responses=errors_of(policy, "admin"))
     async def admin_metrics() -> dict[str, Any]:
         """Prometheus samples of this API and of ``RECSYS_API_METRICS_TARGETS`` as JSON
         (``{"scraped_at", "targets": [{"url", "up"}], "samples": [{"name", "labels",

@@ -11,9 +11,24 @@ class ServingSettings(CommonSettings):
     api_host: str = Field("127.0.0.1", description="Address the API listens on")
     api_port: int = Field(8000, ge=1, le=65535, description="Port of the API, web page and "
                           "/metrics")
-    api_key: str = Field("", description="Key for write and admin endpoints (header "
+    api_key: str = Field("", description="Key for event and admin endpoints both (header "
                          "X-API-Key); empty: open, for development only")
-    api_read_key_required: bool = Field(False, description="Require the key for reads too")
+    api_events_key: str = Field("", description="Key of event writers (POST events, ratings, "
+                                "watches; reads when keyed), never admin")
+    api_admin_key: str = Field("", description="Key of operators (/v1/admin/*; reads when "
+                               "keyed), never given to the web page")
+    api_read_key_required: bool = Field(False, description="Require a key (events, admin or "
+                                        "RECSYS_API_KEY) for reads too")
+    api_key_failure_limit: int = Field(10, ge=0, description="Failed key attempts per client "
+                                       "address and window before it gets 429 (0: no limit)")
+    api_key_failure_window_seconds: float = Field(60.0, gt=0, description="Window of the "
+                                                  "failed key attempts count")
+    api_max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest request "
+                                    "body, refused with 413 before it is read")
+    api_body_timeout_seconds: float = Field(30.0, gt=0, description="Longest time a request "
+                                            "body may take to arrive (408 after)")
+    api_timeout_keep_alive: int = Field(5, ge=1, description="Seconds an idle keep-alive "
+                                        "connection stays open (uvicorn)")
     api_cors_origins: str = Field("", description="Comma-separated origins allowed by CORS "
                                   "(empty: none, * for any)")
     api_model_poll_seconds: float = Field(2.0, gt=0, description="How often the API looks "

@@ -1,7 +1,10 @@
 // Talking to the API from both pages: JSON in and out, the API key from localStorage in
 // X-API-Key, and the API's {"error", "detail"} bodies turned into sentences for people.
 
-const KEY_STORE = "recsys.apiKey";
+// each page keeps its own key: the web page an events key (RECSYS_API_EVENTS_KEY), the
+// operator page an admin key (RECSYS_API_ADMIN_KEY); the web page never sees the admin key
+const KEY_STORE = location.pathname.startsWith("/ops") ? "recsys.adminKey" : "recsys.eventsKey";
+try { localStorage.removeItem("recsys.apiKey"); } catch { /* the key both pages once shared */ }
 
 export const store = {
   get(name) {
@@ -63,6 +66,10 @@ export function describeError(err) {
   switch (err.status) {
     case 401: return `An API key is needed: ${detail}${end}`;
     case 403: return `That API key was refused: ${detail}${end}`;
+    case 429: {
+      const wait = err.retryAfter ? ` Try again in ${err.retryAfter} s.` : " Try again later.";
+      return `Too many refused keys from here: ${detail}${end}${wait}`;
+    }
     case 503: {
       const wait = err.retryAfter ? ` Try again in ${err.retryAfter} s.` : " Try again soon.";
       return `The service is not ready: ${detail}${end}${wait}`;

@@ -421,6 +421,6 @@ async function enterKey(reason) {
 }
 
 $("key-button").addEventListener("click", () => enterKey("The admin key of this deployment " +
-  "(RECSYS_API_KEY)."));
+  "(RECSYS_API_ADMIN_KEY, or RECSYS_API_KEY)."));
 $("error-action").addEventListener("click", () => enterKey($("error-text").textContent));
 poll();
