@@ -253,7 +253,7 @@ class Stack:
     def _start_worker(self, n: int) -> None:
         port = free_port()
         url = f"http://{LOOPBACK}:{port}/metrics"
-        env = self.env(RECSYS_STREAM_METRICS_PORT=str(port),
+        env = self.env(RECSYS_STREAM_METRICS_PORT=str(port), RECSYS_STREAM_METRICS_HOST=LOOPBACK,
                        RECSYS_STREAM_DATA_DIR=str(self.run.stream(n)))
         self._add(f"worker-{n}", "worker", [sys.executable, "-m", "streams"], env,
                   port=port, ready_url=url, metrics_url=url)
@@ -264,8 +264,8 @@ class Stack:
         url = f"http://{LOOPBACK}:{port}/metrics"
         argv = [sys.executable, "-m", "recsys_cli.main", "trainer", "--dataset",
                 str(self.dataset_dir), "--model-dir", str(self.run.models)]
-        self._add("trainer", "trainer", argv, self.env(RECSYS_TRAINER_METRICS_PORT=str(port)),
-                  port=port, ready_url=url, metrics_url=url)
+        env = self.env(RECSYS_TRAINER_METRICS_PORT=str(port), RECSYS_TRAINER_METRICS_HOST=LOOPBACK)
+        self._add("trainer", "trainer", argv, env, port=port, ready_url=url, metrics_url=url)
         self.addresses.trainer_metrics = url
 
     def _start_api(self) -> None:

@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings
 from adapters.settings import CommonSettings
 from serving.settings import ServingSettings
 from streams.settings import StreamSettings
+from training.rebuild import RebuildSettings
 from training.settings import TrainerSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +33,8 @@ GROUPS: tuple[tuple[str, str, type[BaseSettings]], ...] = (
     ("Every role", "adapters/settings.py CommonSettings", CommonSettings),
     ("Stream worker: python -m streams", "streams/settings.py StreamSettings", StreamSettings),
     ("Trainer: recsys trainer", "training/settings.py TrainerSettings", TrainerSettings),
+    ("User state rebuild: recsys state rebuild, and stream workers",
+     "training/rebuild.py RebuildSettings", RebuildSettings),
     ("API: python -m serving", "serving/settings.py ServingSettings", ServingSettings),
 )
 ROLE_CLASSES = (StreamSettings, TrainerSettings, ServingSettings)
@@ -40,10 +43,10 @@ ROLE_CLASSES = (StreamSettings, TrainerSettings, ServingSettings)
 COMPOSE_VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("APP_IMAGE", "recsys-stream:0.1.0", "Image (name:tag) of the worker, trainer and API"),
     ("API_HOST_PORT", "8000", "Host port of the API"),
-    ("KAFKA_HOST_PORT", "29092", "Host port (127.0.0.1) of Kafka's listener for host tools"),
     ("KAFKA_CLUSTER_ID", "4L6g3nShT-eMCtK--X86sw",
      "KRaft cluster id (22-char base64 UUID), used when the kafka volume is formatted"),
-    ("PROMETHEUS_HOST_PORT", "9090", "Host port (127.0.0.1) of Prometheus"),
+    ("REDIS_PASSWORD", "",
+     "Redis password (requirepass), also in every role's RECSYS_REDIS_URL; URL-safe characters"),
     ("PROMETHEUS_RETENTION", "15d", "How long Prometheus keeps samples"),
     ("GRAFANA_HOST_PORT", "3000", "Host port of Grafana"),
     ("GRAFANA_ADMIN_USER", "admin", "Grafana admin user (first start only)"),

@@ -167,7 +167,7 @@ def trainer(
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     if settings.trainer_metrics_port:
-        start_http_server(settings.trainer_metrics_port)
+        start_http_server(settings.trainer_metrics_port, addr=settings.trainer_metrics_host)
     loop.run_forever()
 
 

@@ -224,7 +224,7 @@ def create_app(settings: StreamSettings) -> faust.App:
     @app.task  # type: ignore[misc]
     async def _start() -> None:
         if settings.stream_metrics_port:
-            serve(settings.stream_metrics_port, state.health)
+            serve(settings.stream_metrics_port, state.health, settings.stream_metrics_host)
         if state.poll_model():  # a version published while no worker ran is refolded too
             refold_in_background()
         start_rebuild_watch()  # RECSYS_STATE_REBUILD_AUTO: rebuild a lost user state

@@ -20,6 +20,8 @@ class StreamSettings(CommonSettings):
                                           "fetch waits on the broker for new data, ms")
     stream_metrics_port: int = Field(9101, ge=0, le=65535,
                                      description="Prometheus port of a worker (0: off)")
+    stream_metrics_host: str = Field("127.0.0.1", min_length=1, description="Address "
+                                     "the worker's metrics and health port binds to")
     stream_session_timeout: float = Field(10.0, ge=2, le=300,
                                           description="Consumer-group session timeout, s")
     stream_model_poll_seconds: float = Field(5.0, gt=0, description="How often to look for "

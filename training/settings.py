@@ -37,4 +37,6 @@ class TrainerSettings(CommonSettings):
         600.0, ge=0, description="How long a one-off train waits for another trainer")
     trainer_metrics_port: int = Field(0, ge=0, le=65535,
                                       description="Prometheus port of the trainer (0: off)")
+    trainer_metrics_host: str = Field("127.0.0.1", min_length=1, description="Address "
+                                      "the trainer's metrics port binds to")
     log_level: str = Field("info", description="Log level of every role")

@@ -162,7 +162,7 @@ def test_roles_reach_kafka_and_redis_inside_the_network(services: dict[str, Any]
     for role in METRICS_PORT_SETTING:
         env = environment(services[role])
         assert env["RECSYS_KAFKA_BOOTSTRAP"] == "kafka:9092", role
-        assert env["RECSYS_REDIS_URL"].startswith("redis://redis:6379"), role
+        assert env["RECSYS_REDIS_URL"].startswith("redis://:${REDIS_PASSWORD}@redis:6379"), role
 
 
 def test_roles_share_the_model_and_event_log_volumes(
@@ -241,9 +241,64 @@ def test_env_example_documents_every_compose_variable() -> None:
 
 def test_secrets_are_required_not_defaulted() -> None:
     text = COMPOSE.read_text()
-    for secret in ("RECSYS_API_KEY", "GRAFANA_ADMIN_PASSWORD"):
+    for secret in ("RECSYS_API_KEY", "GRAFANA_ADMIN_PASSWORD", "REDIS_PASSWORD"):
         assert re.search(rf"\$\{{{secret}:\?", text), f"{secret} must be required"
         assert env_example_entries()[secret][0] == "", f"{secret} has no value in the example"
+
+
+def test_only_the_api_and_grafana_publish_ports(services: dict[str, Any]) -> None:
+    published = {name for name, service in services.items() if service.get("ports")}
+    assert published == {"api", "grafana"}
+    for name, service in services.items():
+        assert not service.get("network_mode"), f"{name}: host networking publishes it all"
+    grafana = environment(services["grafana"])
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
+    assert grafana["GF_USERS_ALLOW_SIGN_UP"] == "false"
+
+
+def test_kafka_listens_inside_the_network_only(services: dict[str, Any]) -> None:
+    env = environment(services["kafka"])
+    advertised = env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    assert advertised == ["PLAINTEXT://kafka:9092"], "no listener advertised to the host"
+    assert "localhost" not in env["KAFKA_LISTENERS"] and "HOST" not in env["KAFKA_LISTENERS"]
+
+
+def test_redis_wants_a_password_that_every_role_and_the_healthcheck_use(
+    services: dict[str, Any]
+) -> None:
+    redis = services["redis"]
+    command = [str(part) for part in redis["command"]]
+    password = command[command.index("--requirepass") + 1]
+    assert password.startswith("${REDIS_PASSWORD:?"), "the password comes from the env"
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+    assert environment(redis)["REDISCLI_AUTH"] == "${REDIS_PASSWORD}"
+    assert "redis-cli" in healthcheck_command(redis) and " -a " not in healthcheck_command(redis)
+    for name, service in services.items():
+        url = environment(service).get("RECSYS_REDIS_URL")
+        if url is not None:
+            assert url.startswith("redis://:${REDIS_PASSWORD}@redis:"), name
+
+
+def test_metrics_ports_bind_inside_the_containers_and_are_not_published(
+    services: dict[str, Any]
+) -> None:
+    for role, setting in {"worker": "RECSYS_STREAM_METRICS_HOST",
+                          "trainer": "RECSYS_TRAINER_METRICS_HOST"}.items():
+        assert environment(services[role])[setting] == "0.0.0.0", role
+        assert not services[role].get("ports"), role
+    fields = settings_fields()
+    for name in ("RECSYS_STREAM_METRICS_HOST", "RECSYS_TRAINER_METRICS_HOST"):
+        assert fields[name].default == "127.0.0.1", f"{name}: loopback unless told otherwise"
+
+
+def test_deployment_doc_says_what_is_published_and_which_secrets_to_set() -> None:
+    text = DEPLOY_DOC.read_text()
+    for needle in ("REDIS_PASSWORD", "RECSYS_API_KEY", "RECSYS_API_EVENTS_KEY",
+                   "RECSYS_API_ADMIN_KEY", "GRAFANA_ADMIN_PASSWORD", "TLS", "noeviction",
+                   "maxmemory"):
+        assert needle in text, needle
+    readme = (ROOT / "README.md").read_text()
+    assert "docs/deployment.md" in readme
 
 
 # ---- Prometheus ----
