@@ -14,7 +14,9 @@ on a rebalance, skips one event after a seek. Here instead:
   committed offset says (:func:`streams.faust_tuning.seek_to_applied`);
 - the consumer delivers each partition's events without holes from that position; a
   hole is never acked: the partition is sought back to the missing offset
-  (:meth:`AppliedOffsets.on_hole`).
+  (:meth:`AppliedOffsets.on_hole`). A hole still there when the partition is read again is
+  one the broker does not have (a broker that lost records in a crash, compaction): the
+  consumer and the batch both go on across it, once, with a warning.
 
 Per user, the Lua merge keeps the offset of the user's last applied event of each
 partition, so an event delivered again (after a crash, or while two workers briefly share
@@ -85,6 +87,8 @@ class AppliedOffsets:
         #: next offset the consumer is to deliver, per partition (None: not known yet)
         self.next_read: dict[TP, int] = {}
         self.holes: dict[TP, _Hole] = {}
+        #: partition → (first, next) offsets the broker does not have, read past on purpose
+        self.absent: dict[TP, tuple[int, int]] = {}
         self._raise = client.register_script(RAISE_LUA)
 
     def guarded(self, topic: str) -> bool:
@@ -146,6 +150,7 @@ class AppliedOffsets:
         for tp in tps:
             self.next_read.pop(tp, None)
             self.holes.pop(tp, None)
+            self.absent.pop(tp, None)
 
     def sought(self, tp: TP, offset: int) -> None:
         self.next_read[tp] = offset
@@ -165,6 +170,7 @@ class AppliedOffsets:
             return False, True
         if offset <= hole.highest:
             del self.holes[tp]
+            self.absent[tp] = (expected, offset)  # the batch may follow on across it
             log.warning("%s[%d]: offsets %d..%d are absent on the broker; going on from %d",
                         tp[0], tp[1], expected, offset - 1, offset)
             return True, False
@@ -201,7 +207,8 @@ class AppliedOffsets:
             expected = nxt[tp]
             if rec.offset < expected:
                 redelivered += 1
-            elif expected >= 0 and rec.offset > expected:
+            elif (expected >= 0 and rec.offset > expected
+                  and self.absent.get(tp) != (expected, rec.offset)):
                 out_of_order[tp] = expected
             else:
                 todo.append(rec)
@@ -214,6 +221,9 @@ class AppliedOffsets:
         for tp, offset in last.items():
             if offset > self.applied.get(tp, -1):
                 self.applied[tp] = offset
+            gap = self.absent.get(tp)
+            if gap is not None and offset >= gap[1]:
+                del self.absent[tp]
 
     def commit_points(self) -> dict[TP, int]:
         """What may be committed per partition: the next offset after the last applied."""

@@ -77,6 +77,23 @@ def test_a_hole_is_read_again_once_then_accepted_if_the_broker_has_no_such_offse
     assert tp not in o.holes
 
 
+def test_a_batch_goes_on_across_a_hole_the_broker_does_not_have() -> None:
+    # a broker that lost offsets 10 and 11 in a crash: the consumer accepts 12 after
+    # reading again; the batch must follow on across it too, else the partition loops
+    o = offsets()
+    tp = (TOPIC, 0)
+    o.assigned({tp: 8})
+    o.advance(o.split(recs(0, 8, 9)).last)
+    assert o.on_hole(tp, 12, 10) == (False, True)
+    assert o.on_hole(tp, 12, 10) == (True, False)
+    split = o.split(recs(0, 12, 13))
+    assert [r.offset for r in split.todo] == [12, 13] and not split.out_of_order
+    o.advance(split.last)
+    assert o.commit_points() == {tp: 14} and tp not in o.absent
+    # a later, other hole is still sent back to be read again
+    assert o.split(recs(0, 16)).out_of_order == {tp: 14}
+
+
 def test_the_expected_offset_arriving_ends_a_hole() -> None:
     o = offsets()
     tp = (TOPIC, 0)
