@@ -273,6 +273,7 @@ class Stack:
         # the operator page reads the workers' and the trainer's metrics through the API
         targets = [*self.addresses.worker_metrics, self.addresses.trainer_metrics]
         env = self.env(RECSYS_API_HOST=LOOPBACK, RECSYS_API_PORT=str(port),
+                       RECSYS_API_PROCESSES=str(self.options.api_processes),
                        RECSYS_API_METRICS_TARGETS=",".join(t for t in targets if t))
         self._add("api", "api", [sys.executable, "-m", "serving"], env, port=port,
                   ready_url=f"{self.addresses.api}/readyz", metrics_url=self.addresses.metrics)

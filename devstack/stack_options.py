@@ -39,6 +39,8 @@ class StackOptions:
     rate: float = 20.0
     workers: int = 1
     api_port: int = 8000
+    #: API processes on the one port (0: one per core, RECSYS_API_PROCESSES)
+    api_processes: int = 0
     partitions: int = 4
     run_dir: Path = DEFAULT_RUN_DIR
     external: bool = False
@@ -54,6 +56,8 @@ class StackOptions:
             problems.append(f"--rate must be > 0 events/s, got {self.rate:g}")
         if self.workers < 1:
             problems.append(f"--workers must be >= 1, got {self.workers}")
+        if self.api_processes < 0:
+            problems.append(f"--api-processes must be >= 0, got {self.api_processes}")
         if self.partitions < 1:
             problems.append(f"--partitions must be >= 1, got {self.partitions}")
         if not 1 <= self.api_port <= 65535:

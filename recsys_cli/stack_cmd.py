@@ -43,6 +43,9 @@ Replay = Annotated[bool, typer.Option(
 Rate = Annotated[float, typer.Option(callback=check_positive, help="Replay rate, events/s.")]
 Workers = Annotated[int, typer.Option(min=1, max=64, help="Stream worker processes.")]
 ApiPort = Annotated[int, typer.Option(min=1, max=65535, help="Port of the API and pages.")]
+ApiProcesses = Annotated[int, typer.Option(
+    min=0, max=256, help="API processes serving the one port, sharing one copy of the "
+                         "model's arrays (0: one per core).")]
 Partitions = Annotated[int, typer.Option(min=1, max=1024, help="Partitions per input topic.")]
 RunDirOpt = Annotated[Path, typer.Option(
     "--run-dir", file_okay=False, help="Models, event log, logs and stack.json of the run.")]
@@ -98,6 +101,7 @@ def demo(
     rate: Rate = 20.0,
     workers: Workers = 1,
     api_port: ApiPort = 8000,
+    api_processes: ApiProcesses = 0,
     partitions: Partitions = 4,
     run_dir: RunDirOpt = DEFAULT_RUN_DIR,
     external: External = False,
@@ -120,7 +124,8 @@ def demo(
 
     options = _options(dataset=dataset, data_dir=data_dir, train_fraction=train_fraction,
                        replay=replay, rate=rate, workers=workers, api_port=api_port,
-                       partitions=partitions, run_dir=run_dir, external=external,
+                       api_processes=api_processes, partitions=partitions,
+                       run_dir=run_dir, external=external,
                        fit_weights=fit_weights, ready_timeout=ready_timeout)
     try:
         preflight(options)
@@ -211,6 +216,7 @@ def up(
     rate: Rate = 20.0,
     workers: Workers = 1,
     api_port: ApiPort = 8000,
+    api_processes: ApiProcesses = 0,
     partitions: Partitions = 4,
     run_dir: RunDirOpt = DEFAULT_RUN_DIR,
     external: External = False,
@@ -227,7 +233,8 @@ def up(
 
     options = _options(dataset=dataset, data_dir=data_dir, train_fraction=train_fraction,
                        replay=replay, rate=rate, workers=workers, api_port=api_port,
-                       partitions=partitions, run_dir=run_dir, external=external,
+                       api_processes=api_processes, partitions=partitions,
+                       run_dir=run_dir, external=external,
                        fit_weights=fit_weights, ready_timeout=ready_timeout)
     run = RunDir.at(run_dir)
     try:
@@ -240,6 +247,7 @@ def up(
             "--dataset", dataset, "--train-fraction", repr(train_fraction),
             "--replay" if replay else "--no-replay", "--rate", repr(rate),
             "--workers", str(workers), "--api-port", str(api_port),
+            "--api-processes", str(api_processes),
             "--partitions", str(partitions), "--run-dir", str(run.root),
             "--fit-weights" if fit_weights else "--no-fit-weights",
             "--ready-timeout", repr(ready_timeout)]

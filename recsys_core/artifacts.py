@@ -1,10 +1,11 @@
 """The model bundle: what the trainer publishes and every role loads.
 
 A bundle is a directory ``v{version}/`` holding ``arrays.npz`` (numpy arrays only, loaded
-with ``allow_pickle=False``) and ``manifest.json`` (version, parameters, data window,
-metrics, blend weights, each surface's weights (:mod:`recsys_core.surfaces`), code
-version). :func:`load_bundle` checks the format version, every array's shape against the
-vocabulary and the surfaces, and fails with :class:`ArtifactError`.
+with ``allow_pickle=False``; stored uncompressed and memory-mapped on load, see
+:func:`read_arrays`) and ``manifest.json`` (version, parameters, data window, metrics, blend
+weights, each surface's weights (:mod:`recsys_core.surfaces`), code version).
+:func:`load_bundle` checks the format version, every array's shape against the vocabulary
+and the surfaces, and fails with :class:`ArtifactError`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -286,6 +288,59 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     return data
 
 
+def _mapped(path: Path, info: zipfile.ZipInfo) -> npt.NDArray[Any] | None:
+    """The array of a stored (uncompressed) ``.npy`` member, memory-mapped copy-on-write
+    from the bundle file; None when it cannot be (compressed, empty, object dtype)."""
+    if info.compress_type != zipfile.ZIP_STORED or info.file_size == 0:
+        return None
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+        if len(local) != 30 or local[:4] != b"PK\x03\x04":
+            return None
+        name_len = int.from_bytes(local[26:28], "little")
+        extra_len = int.from_bytes(local[28:30], "little")
+        start = info.header_offset + 30 + name_len + extra_len
+        f.seek(start)
+        crc, left = 0, info.file_size
+        while left > 0:  # what the zip reader checks: a damaged file fails to load
+            chunk = f.read(min(left, 1 << 22))
+            if not chunk:
+                break
+            crc, left = zlib.crc32(chunk, crc), left - len(chunk)
+        if left or crc != info.CRC:
+            raise zipfile.BadZipFile(f"bad CRC-32 for {info.filename}")
+        f.seek(start)
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            return None
+        offset = f.tell()
+    if dtype.hasobject or 0 in shape or not shape:
+        return None
+    mapped = np.memmap(path, dtype=dtype, mode="c", offset=offset, shape=shape,
+                       order="F" if fortran else "C")
+    return np.asarray(mapped)
+
+
+def read_arrays(path: Path) -> dict[str, npt.NDArray[Any]]:
+    """Every array of an ``arrays.npz``. ``np.savez`` stores its members uncompressed, so each
+    is memory-mapped (copy-on-write) from the file instead of read: the API's processes on one
+    machine share one copy of the model's pages (the page cache), and a write, if any code
+    made one, stays private to its process. Members that cannot be mapped (compressed,
+    empty, 0-d) are read as before, so bundles of every age load."""
+    arrays: dict[str, npt.NDArray[Any]] = {}
+    with np.load(path, allow_pickle=False) as npz, zipfile.ZipFile(path) as zf:
+        for name in npz.files:
+            member = zf.getinfo(f"{name}.npy")
+            mapped = _mapped(Path(path), member)
+            arrays[name] = mapped if mapped is not None else npz[name]
+    return arrays
+
+
 def load_bundle(directory: Path) -> ModelBundle:
     """Load and validate a bundle written by :func:`save_bundle`."""
     directory = Path(directory)
@@ -296,8 +351,7 @@ def load_bundle(directory: Path) -> ModelBundle:
             f"{directory}: bundle format {fmt!r} is not supported (expected {FORMAT_VERSION})"
         )
     try:
-        with np.load(directory / ARRAYS_FILE, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
+        arrays = read_arrays(directory / ARRAYS_FILE)
     except FileNotFoundError:
         raise ArtifactError(f"{directory}: no {ARRAYS_FILE}") from None
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:

@@ -20,13 +20,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi_offline import FastAPIOffline
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recsys_core.activity import HOUR
 from recsys_core.events import ID_PATTERN, MAX_ID_LENGTH
-from serving import schemas
+from serving import metrics, schemas
 from serving.activity import follow_event_log
 from serving.cache import ResponseCache
 from serving.middleware import KeptAnswers, MetricsMiddleware, problem
@@ -135,6 +135,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             await asyncio.to_thread(sender.close)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(state.close(), 2.0)
+            metrics.process_exit()
 
     # Swagger UI from the package's own files, not a CDN: /docs works offline (no ReDoc: its
     # page fetches a logo from its vendor's site)
@@ -435,7 +436,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     @app.get("/metrics", tags=["health"], response_class=Response)
     async def prometheus() -> Response:
         """Prometheus text format."""
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     from serving.web import mount_web  # the pages use the same app and settings
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 from fastapi import APIRouter
-from prometheus_client import generate_latest
 
+from serving.metrics import exposition
 from serving.promtext import read_samples
 from serving.security import KeyPolicy, errors_of, key_dependencies
 from serving.settings import ServingSettings
@@ -75,8 +75,9 @@ async def scrape(client: httpx.AsyncClient, url: str
 
 
 async def collect(targets: list[str]) -> dict[str, Any]:
-    """This process's registry plus every target, merged (see the module docstring)."""
-    own = parse_samples(generate_latest().decode())
+    """The API's registry (the sum over its processes) plus every target, merged (see the
+    module docstring)."""
+    own = parse_samples(exposition().decode())  # every API process's
     async with httpx.AsyncClient(timeout=SCRAPE_TIMEOUT_SECONDS) as client:
         results = await asyncio.gather(*(scrape(client, u) for u in targets))
     return {

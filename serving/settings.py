@@ -11,6 +11,9 @@ class ServingSettings(CommonSettings):
     api_host: str = Field("127.0.0.1", description="Address the API listens on")
     api_port: int = Field(8000, ge=1, le=65535, description="Port of the API, web page and "
                           "/metrics")
+    api_processes: int = Field(0, ge=0, le=256, description="API processes serving the one "
+                               "port, sharing the model's memory-mapped arrays (0: one per "
+                               "core)")
     api_key: str = Field("", description="Key for event and admin endpoints both (header "
                          "X-API-Key); empty: open, for development only")
     api_events_key: str = Field("", description="Key of event writers (POST events, ratings, "
