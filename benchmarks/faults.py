@@ -9,16 +9,23 @@ while the fault hits a third of the way in:
 - ``term``: SIGTERM one of the two workers, restarted 15 s later;
 - ``redis-kill``: SIGKILL Redis, restarted on the same port and AOF 5 s later;
 - ``redis-freeze``: SIGSTOP Redis for 10 s, then SIGCONT;
-- ``redis-full``: ``maxmemory`` just above what is used (``noeviction``) for 10 s.
+- ``redis-full``: ``maxmemory`` just above what is used (``noeviction``) for 10 s;
+- ``broker-kill``: SIGKILL the broker, started again ``--outage`` seconds later (60) on the
+  same port and storage, while the producer keeps sending and the API keeps being asked.
 
 Reported: events sent, applied (distinct ids in the event log), lost, double-counted
 (event-log entries beyond one per id, and users' ``rev`` above their events), API 5xx
 answers, and stale answers (a top-10 holding a movie the user's history in Redis already
-held before the request). The broker is memory-only here, so its kill loses the topics
-themselves: that scenario needs a real Kafka.
+held before the request); with the API, a poster also sends events through
+``POST /v1/events`` (retrying each one after a 503 until it is taken) and counts its 503s,
+which are the right answer while the broker is gone, apart from other 5xx.
+
+The broker keeps its data in memory for the other scenarios; for ``broker-kill`` it is a
+broker of its own whose storage is a local S3 server (:mod:`devstack.object_store`), so
+topics, records and committed offsets outlive the broker process.
 
 Run: ``python -m benchmarks.faults [--events 20000] [--rate 800] [--scenarios kill,term]
-[--tree PATH]`` (``--tree``: run the workers and API of another checkout).
+[--outage 60] [--tree PATH]`` (``--tree``: run the workers and API of another checkout).
 """
 
 from __future__ import annotations
@@ -41,17 +48,18 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from adapters.kafka import ensure_topics
 from adapters.settings import CommonSettings
 from benchmarks.harness import ROOT, publish_model, wait_for
 from benchmarks.serving import api_process
 from devstack import KafkaBroker, free_port
+from devstack.object_store import S3Store
 from devstack.redis_server import find_redis_server_bin
 
 PARTITIONS = 4
-SCENARIOS = ("kill", "term", "redis-kill", "redis-freeze", "redis-full")
+SCENARIOS = ("kill", "term", "redis-kill", "redis-freeze", "redis-full", "broker-kill")
 
 
 class DurableRedis:
@@ -136,6 +144,8 @@ class Producer(threading.Thread):
         self.bootstrap, self.topic, self.events, self.rate = bootstrap, topic, events, rate
         self.sent = 0
         self.failed = 0
+        self.resent = 0
+        self.resend_rounds = 5
 
     def run(self) -> None:
         producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5,
@@ -149,12 +159,23 @@ class Producer(threading.Thread):
             futures.append(producer.send(self.topic, key=e["user_id"].encode(),
                                          value=json.dumps(e).encode()))
             self.sent = n + 1
-        producer.flush(timeout=120)
-        for f in futures:
-            try:
-                f.get(timeout=30)
-            except Exception:  # counted: an event the broker never took is not "lost"
-                self.failed += 1
+        producer.flush(timeout=180)
+        pending = list(zip(self.events, futures, strict=True))
+        for _ in range(self.resend_rounds + 1):
+            failed = []
+            for e, f in pending:
+                try:
+                    f.get(timeout=60)
+                except Exception:  # the broker did not take it: send it again, same id
+                    failed.append(e)
+            if not failed:
+                break
+            self.resent += len(failed)
+            time.sleep(2)
+            pending = [(e, producer.send(self.topic, key=e["user_id"].encode(),
+                                         value=json.dumps(e).encode())) for e in failed]
+            producer.flush(timeout=180)
+        self.failed = len(failed)  # counted: an event the broker never took is not "lost"
         producer.close(timeout=10)
 
 
@@ -192,6 +213,49 @@ class Prober(threading.Thread):
             time.sleep(0.02)
 
 
+class Poster(threading.Thread):
+    """Posts one rating at a time through the API; a 503 is retried with the same id."""
+
+    def __init__(self, base: str, label: str, headers: dict[str, str]) -> None:
+        super().__init__(daemon=True)
+        self.base, self.label, self.headers = base, label, headers
+        self.done = threading.Event()
+        self.accepted: list[str] = []
+        self.answers_503 = self.errors_5xx = self.unanswered = 0
+        self.retry_after_missing = 0
+
+    def run(self) -> None:
+        n = 0
+        while not self.done.is_set():
+            event = {"type": "rating", "event_id": f"{self.label}-api-{n}",
+                     "user_id": f"{self.label}-api-u{n % 50}",
+                     "movie_id": str(1 + (n * 11) % 1682), "rating": float(1 + n % 5)}
+            if self._post(event):
+                self.accepted.append(str(event["event_id"]))
+                n += 1
+            time.sleep(0.05)
+
+    def _post(self, event: dict[str, Any]) -> bool:
+        body = json.dumps({"events": [event]}).encode()
+        req = urllib.request.Request(f"{self.base}/v1/events", data=body, method="POST",
+                                     headers={"Content-Type": "application/json",
+                                              **self.headers})
+        try:
+            with urllib.request.urlopen(req, timeout=15) as r:
+                return bool(json.loads(r.read()).get("accepted"))
+        except urllib.error.HTTPError as exc:
+            if exc.code == 503:
+                self.answers_503 += 1
+                if not exc.headers.get("Retry-After"):
+                    self.retry_after_missing += 1
+                time.sleep(0.5)
+            elif exc.code >= 500:
+                self.errors_5xx += 1
+        except OSError:
+            self.unanswered += 1
+        return False
+
+
 def events_for(label: str, n: int, users: int) -> list[dict[str, Any]]:
     out = []
     for i in range(n):
@@ -219,6 +283,7 @@ def count_applied(client: redis.Redis, settings: CommonSettings) -> Counter[str]
 
 def run_scenario(name: str, args: argparse.Namespace, broker: KafkaBroker, rds: DurableRedis,
                  model_dir: Path, run_dir: Path) -> dict[str, Any]:
+    """One fault against a fresh group, topics and keys; the counts as a dict."""
     label = f"f{name.replace('-', '')}{int(time.time()) % 100000}"
     env = {
         "RECSYS_KAFKA_BOOTSTRAP": broker.bootstrap, "RECSYS_REDIS_URL": rds.url,
@@ -239,7 +304,8 @@ def run_scenario(name: str, args: argparse.Namespace, broker: KafkaBroker, rds: 
     oom_before = _oom_errors(client)
     with ExitStack() as stack:
         workers = [Worker(env, run_dir / f"{label}-{w}.log", tree).start() for w in "ab"]
-        stack.callback(lambda: [w.stop() for w in workers])
+        for w in workers:
+            stack.callback(w.stop)
         api_base = None
         if not args.no_api:
             _, api_base = stack.enter_context(
@@ -247,24 +313,32 @@ def run_scenario(name: str, args: argparse.Namespace, broker: KafkaBroker, rds: 
         # both workers in the group and applying
         Producer(broker.bootstrap, settings.topic("rating"), warm, 100).run()
         wait_for(lambda: client.xlen(settings.keys.event_log()) >= len(warm), 180)
-        prober = None
+        prober = poster = None
         if api_base is not None:
             prober = Prober(api_base, rds.client(), settings,
                             sorted({e["user_id"] for e in events})[:50])
             prober.start()
+            poster = Poster(api_base, label, {})
+            poster.start()
         producer = Producer(broker.bootstrap, settings.topic("rating"), events, args.rate)
         producer.start()
         wait_for(lambda: producer.sent >= len(events) // 3, 600)
         started = time.monotonic()
-        fault(name, workers[1], rds, client)
+        fault(name, workers[1], rds, client, broker, args.outage)
         producer.join()
-        wait_done(client, settings, len(events) + len(warm))
+        if poster is not None:
+            poster.done.set()
+            poster.join(30)
+        posted = len(poster.accepted) if poster is not None else 0
+        wait_done(client, settings, len(events) + len(warm) + posted)
         if prober is not None:
             prober.done.set()
             prober.join(15)
         counts = count_applied(client, settings)
-    sent = {e["event_id"] for e in events}
+    sent = {e["event_id"] for e in events} | set(poster.accepted if poster else [])
     applied = sent & set(counts)
+    missing = sent - applied
+    in_broker = broker_ids(broker.bootstrap, settings.topic("rating")) if missing else set()
     oom_after = _oom_errors(client) + (oom_before if name == "redis-kill" else 0)
     revs = 0
     for user in {e["user_id"] for e in events}:
@@ -278,10 +352,38 @@ def run_scenario(name: str, args: argparse.Namespace, broker: KafkaBroker, rds: 
         "api_asked": prober.asked if prober else None,
         "api_5xx": prober.errors_5xx if prober else None,
         "api_unanswered": prober.unanswered if prober else None,
+        "producer_resent": producer.resent,
+        "api_posted": posted,
+        "api_post_503": poster.answers_503 if poster else None,
+        "api_post_5xx": poster.errors_5xx if poster else None,
+        "api_post_unanswered": poster.unanswered if poster else None,
+        "api_503_without_retry_after": poster.retry_after_missing if poster else None,
         "stale_answers": prober.stale if prober else None,
         "seconds_after_fault": round(time.monotonic() - started, 1),
         "redis_oom_replies": oom_after - oom_before,
+        # of the lost: held by the broker (the stream did not apply them), or acked by the
+        # broker and then absent from it (the broker lost them)
+        "lost_in_broker": len(missing & in_broker),
+        "lost_by_broker": len(missing - in_broker) - producer.failed,
+        "lost_sample": sorted(missing, key=lambda i: int(i.rsplit("-", 1)[1]))[:5],
     }
+
+
+def broker_ids(bootstrap: str, topic: str) -> set[str]:
+    """Every event id the topic holds, read from the start without a group."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             auto_offset_reset="earliest", consumer_timeout_ms=10_000)
+    parts = consumer.partitions_for_topic(topic) or set()
+    consumer.assign([TopicPartition(topic, p) for p in parts])
+    consumer.seek_to_beginning()
+    ids = set()
+    for record in consumer:
+        try:
+            ids.add(str(json.loads(record.value)["event_id"]))
+        except (ValueError, KeyError, TypeError):
+            continue
+    consumer.close()
+    return ids
 
 
 def _oom_errors(client: redis.Redis) -> int:
@@ -290,8 +392,15 @@ def _oom_errors(client: redis.Redis) -> int:
     return int(stats.get("errorstat_OOM", {}).get("count", 0))
 
 
-def fault(name: str, worker: Worker, rds: DurableRedis, client: redis.Redis) -> None:
-    if name in ("kill", "term"):
+def fault(name: str, worker: Worker, rds: DurableRedis, client: redis.Redis,
+          broker: KafkaBroker, outage: float) -> None:
+    if name == "broker-kill":
+        assert broker.pid is not None
+        os.killpg(broker.pid, signal.SIGKILL)
+        broker.stop()
+        time.sleep(outage)
+        broker.start()
+    elif name in ("kill", "term"):
         worker.signal(signal.SIGKILL if name == "kill" else signal.SIGTERM)
         time.sleep(15)
         worker.start()
@@ -336,21 +445,30 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=400)
     ap.add_argument("--rate", type=float, default=800.0)
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
+    ap.add_argument("--outage", type=float, default=60.0,
+                    help="seconds the broker stays down in broker-kill")
     ap.add_argument("--tree", default=str(ROOT), help="checkout whose workers and API run")
     ap.add_argument("--no-api", action="store_true")
+    ap.add_argument("--keep", default=None, help="run directory kept after the run (logs)")
     ap.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
     args = ap.parse_args()
     results = []
     with tempfile.TemporaryDirectory(prefix="faults-") as tmp, ExitStack() as stack:
-        run_dir = Path(tmp)
+        run_dir = Path(args.keep or tmp)
         broker = stack.enter_context(KafkaBroker(log_dir=run_dir))
         rds = DurableRedis(run_dir)
         rds.start()
         stack.callback(rds.stop)
         model_dir = run_dir / "models"
         publish_model(model_dir)
+        durable = None
         for name in args.scenarios.split(","):
-            result = run_scenario(name, args, broker, rds, model_dir, run_dir)
+            if name == "broker-kill" and durable is None:
+                store = stack.enter_context(S3Store(log_dir=run_dir / "s3"))
+                durable = stack.enter_context(KafkaBroker(
+                    port=free_port(), log_dir=run_dir / "broker", storage=store))
+            use = durable if name == "broker-kill" and durable is not None else broker
+            result = run_scenario(name, args, use, rds, model_dir, run_dir)
             results.append(result)
             print(json.dumps(result))
     cols = ["scenario", "sent", "applied", "lost", "double_counted", "rev_excess", "api_5xx",
