@@ -15,7 +15,7 @@ from adapters.settings import CommonSettings
 from recsys_core.events import CatalogEvent, Event, EventType
 
 log = logging.getLogger(__name__)
-KINDS: tuple[EventType, ...] = ("rating", "watch", "catalog")
+KINDS: tuple[EventType, ...] = ("rating", "watch", "catalog", "follow")
 
 
 def ensure_topics(settings: CommonSettings, partitions: int) -> list[str]:

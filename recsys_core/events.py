@@ -40,7 +40,7 @@ MAX_FUTURE = timedelta(hours=24)
 #: ... and no earlier than this (MovieLens starts in 1995)
 EARLIEST = datetime(1990, 1, 1, tzinfo=UTC)
 
-EventType = Literal["rating", "watch", "catalog"]
+EventType = Literal["rating", "watch", "catalog", "follow"]
 
 
 def _id(value: Any) -> Any:
@@ -176,11 +176,30 @@ class CatalogEvent(_Event):
         return out
 
 
-Event = RatingEvent | WatchEvent | CatalogEvent
-SCHEMAS: dict[EventType, type[RatingEvent] | type[WatchEvent] | type[CatalogEvent]] = {
+class FollowEvent(_Event):
+    """``user_id`` starts (``follow``) or stops (``unfollow``) following ``followee_id``;
+    keyed by ``user_id`` (the follower), so only a user's own events change their follows.
+    The newest ``occurred_at`` of a pair wins (a late or repeated event changes nothing)."""
+
+    type: Literal["follow"] = Field(default="follow", exclude=True)
+    user_id: Id
+    followee_id: Id
+    action: Literal["follow", "unfollow"] = "follow"
+
+    @model_validator(mode="after")
+    def _not_self(self) -> FollowEvent:
+        if self.user_id == self.followee_id:
+            raise ValueError("out of range: a user cannot follow themselves")
+        return self
+
+
+Event = RatingEvent | WatchEvent | CatalogEvent | FollowEvent
+SCHEMAS: dict[EventType, type[RatingEvent] | type[WatchEvent] | type[CatalogEvent]
+              | type[FollowEvent]] = {
     "rating": RatingEvent,
     "watch": WatchEvent,
     "catalog": CatalogEvent,
+    "follow": FollowEvent,
 }
 
 

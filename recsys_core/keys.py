@@ -10,6 +10,7 @@ TOPICS: dict[EventType, str] = {
     "rating": "ratings.v1",
     "watch": "watches.v1",
     "catalog": "catalog.v1",
+    "follow": "follows.v1",
 }
 
 
@@ -36,6 +37,20 @@ class Keys:
         own movies, every movie the user ever rated or watched (what ``exclude_seen`` leaves
         out). Empty, so absent, for a user within the cap."""
         return f"{self.prefix}:ud:{{{user_id}}}"
+
+    def follows(self, user_id: str) -> str:
+        """Hash followee id → ``f:<time>`` (followed then) or ``u:<time>`` (unfollowed then:
+        kept so that an older event delivered late changes nothing)."""
+        return f"{self.prefix}:uf:{{{user_id}}}"
+
+    def followers(self, user_id: str) -> str:
+        """Set of the ids of the users who follow this one (whose inboxes its events go to)."""
+        return f"{self.prefix}:ufr:{{{user_id}}}"
+
+    def social_inbox(self, user_id: str) -> str:
+        """Sorted set ``followee|movie|rating|completion`` → time: what the people this user
+        follows did (newest kept, capped)."""
+        return f"{self.prefix}:usi:{{{user_id}}}"
 
     def meta(self, user_id: str) -> str:
         """Hash: rev (applied events), vector, vector_version, vector_rev, affinities."""

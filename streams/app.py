@@ -41,10 +41,10 @@ from training.rebuild import start_rebuild_watch
 from training.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
-KINDS: tuple[EventType, ...] = ("rating", "watch", "catalog")
+KINDS: tuple[EventType, ...] = ("rating", "watch", "catalog", "follow")
 #: topics whose offsets follow the applied marks; the catalog is compacted (real holes) and
 #: idempotent (upserts): Faust's own acks commit it
-ORDERED_KINDS: tuple[EventType, ...] = ("rating", "watch")
+ORDERED_KINDS: tuple[EventType, ...] = ("rating", "watch", "follow")
 
 
 class WorkerState:

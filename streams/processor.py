@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from adapters.follow_store import FollowStore
 from adapters.redis_store import APPLIED, DUPLICATE, REDELIVERED, Interaction, UserStateStore
 from recsys_core.artifacts import ModelBundle
 from recsys_core.confidence import ConfidenceRule
@@ -24,6 +25,7 @@ from recsys_core.errors import InvalidEvent
 from recsys_core.events import CatalogEvent, EventType, RatingEvent, WatchEvent, parse_event
 from recsys_core.foldin import fold_in_user
 from recsys_core.userstate import AffinityIndex, encode_vector, history_from_pairs
+from streams.follows import apply_follows, fan_out
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +112,15 @@ class StreamProcessor:
         rule: ConfidenceRule | None = None,
     ) -> None:
         self.store = store
+        self.follows = FollowStore(store.r, store.keys)
         self.model = model
         self.default_rule = rule or ConfidenceRule()
 
     def process(self, kind: EventType, records: Sequence[Record]) -> BatchResult:
         start = time.perf_counter()
         result = BatchResult()
+        if kind == "follow":
+            return self._follow_batch(records, result, start)
         model = self.model()
         interactions: list[Interaction] = []
         for rec in records:
@@ -134,6 +139,7 @@ class StreamProcessor:
             interactions.append(_interaction(event, kind, rec.value or b"",
                                              (rec.topic, rec.partition, rec.offset)))
         applied = self.store.apply(interactions)
+        fan_out(self.follows, interactions)
         touched: dict[str, int] = {}
         for it, (flag, rev) in zip(interactions, applied, strict=True):
             ok = flag == APPLIED
@@ -146,6 +152,19 @@ class StreamProcessor:
             self._count_served_hits(interactions, applied, result)
         if model is not None and touched:
             result.vectors_updated = self._refresh_vectors(list(touched), model)
+        result.seconds = time.perf_counter() - start
+        return result
+
+    def _follow_batch(self, records: Sequence[Record], result: BatchResult,
+                      start: float) -> BatchResult:
+        outcomes, invalid = apply_follows(self.follows, [rec.value for rec in records])
+        for n, exc in invalid:
+            rec = records[n]
+            log.warning("dead letter: %s (%s) at %s[%d]@%d", exc.reason, exc.detail,
+                        rec.topic, rec.partition, rec.offset)
+            result.dead_letters.append(dead_letter(rec, exc))
+        for outcome in outcomes:
+            result.count(outcome)
         result.seconds = time.perf_counter() - start
         return result
 

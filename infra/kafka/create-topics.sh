@@ -23,9 +23,11 @@ create() {
 create ratings.v1 "$PARTITIONS"
 create watches.v1 "$PARTITIONS"
 create catalog.v1 "$PARTITIONS" --config cleanup.policy=compact
+create follows.v1 "$PARTITIONS"
 create ratings.v1.dlq 1
 create watches.v1.dlq 1
 create catalog.v1.dlq 1
+create follows.v1.dlq 1
 
 echo "topics on $BOOTSTRAP:"
 "$TOPICS_CMD" --bootstrap-server "$BOOTSTRAP" --list
