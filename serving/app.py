@@ -46,6 +46,7 @@ from serving.security import (
 )
 from serving.service import RETRY_AFTER_SECONDS, ApiError, Service
 from serving.settings import ServingSettings
+from serving.social_routes import add_social_routes
 from serving.state import StateReader, StateUnavailable
 from serving.tracking import StateTracker
 from serving.updates import UpdateHub
@@ -65,6 +66,7 @@ TAGS = [
     {"name": "recommendations", "description": "Personal top-k, each with a reason"},
     {"name": "movies", "description": "Catalogue, search and similar movies"},
     {"name": "events", "description": "Ratings and watches in; produced to Kafka"},
+    {"name": "social", "description": "Follows, and what the people a user follows liked"},
     {"name": "admin", "description": "Model versions and stream lag (API key)"},
     {"name": "health", "description": "Liveness, readiness and Prometheus metrics"},
 ]
@@ -165,7 +167,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
-                           allow_methods=["GET", "POST"], allow_headers=["X-API-Key",
+                           allow_methods=["GET", "POST", "DELETE"], allow_headers=["X-API-Key",
                                                                          "Content-Type"])
 
     @app.exception_handler(ApiError)
@@ -404,6 +406,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                    ) -> dict[str, Any]:
         """Mark a known movie watched (completion in [0, 1])."""
         return service.post_user_event(user_id, "watch", watch.model_dump())
+
+    add_social_routes(app, service, settings, reads, writes, read_errors, write_errors)
 
     # -- admin and health -------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 Role = Literal["events", "admin", "read"]
 #: shorter keys are warned about at start
 MIN_KEY_LENGTH = 16
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 EVENT_PATH = re.compile(r"/v1/events|/v1/users/[^/]+/(ratings|watches)")
 CSP = ("default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
        "frame-ancestors 'none'; form-action 'self'")
@@ -103,8 +104,9 @@ class KeyPolicy:
 def role_of(method: str, path: str) -> Role | None:
     if path.startswith("/v1/admin/"):
         return "admin"
-    if method == "POST" and EVENT_PATH.fullmatch(path):
-        return "events"
+    if (method == "POST" and EVENT_PATH.fullmatch(path)) or (
+            method in WRITE_METHODS and path.startswith("/v1/users/")):
+        return "events"  # every write of a user's own data (events, follows, feedback)
     if path.startswith("/v1/"):
         return "read"
     return None
