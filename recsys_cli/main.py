@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from threadpoolctl import threadpool_limits
 
-from recsys_cli import data_cmd, model_cmd, stack_cmd, state_cmd, stream_cmd
+from recsys_cli import data_cmd, follows_cmd, model_cmd, stack_cmd, state_cmd, stream_cmd
 
 app = typer.Typer(
     name="recsys",
@@ -26,6 +26,7 @@ model_cmd.register(app)
 stream_cmd.register(app)
 stack_cmd.register(app)
 state_cmd.register(app)
+follows_cmd.register(app)
 
 if __name__ == "__main__":
     app()

@@ -7,14 +7,25 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import redis
-from stream_harness import encode, iso, load_view, rating_event, shared_model_dir, watch_event
+from stream_harness import (
+    create_topics,
+    encode,
+    iso,
+    load_view,
+    rating_event,
+    read_topic,
+    shared_model_dir,
+    watch_event,
+)
 
 from adapters.follow_store import FollowStore
 from adapters.redis_store import UserStateStore
-from devstack import RedisServer
+from adapters.settings import CommonSettings
+from devstack import DevStack, RedisServer
 from recsys_core.dataset import Dataset
 from recsys_core.events import EventType
 from recsys_core.keys import Keys
@@ -125,3 +136,34 @@ def test_ratings_and_watches_fan_out_to_followers_and_a_new_follow_is_backfilled
     assert h.inbox("cy") == []
     assert len(h.inbox("ana")) == 4
     assert h.inbox("bo") == []
+
+
+def test_cli_loads_an_edge_list_as_follow_events_the_processor_applies(
+        devstack: DevStack, h: Harness, tmp_path: Path, unique_name: str) -> None:
+    from typer.testing import CliRunner
+
+    from recsys_cli.main import app
+
+    settings = CommonSettings(kafka_bootstrap=devstack.kafka_bootstrap,
+                              topic_prefix=f"{unique_name}.")
+    create_topics(settings)
+    edges = tmp_path / "edges.csv"
+    edges.write_text("follower,followee,timestamp\nana,bo,1600000000\nana,cy,1600000001\n"
+                     "cy,ana\n")
+    args = ["follows", "load", str(edges), "--kafka-bootstrap", devstack.kafka_bootstrap,
+            "--topic-prefix", f"{unique_name}."]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "sent 3 follows of 2 users" in result.output
+    # loading the same file twice sends the same event ids: applied once
+    assert CliRunner().invoke(app, args).exit_code == 0
+    records = read_topic(devstack.kafka_bootstrap, settings.topic("follow"), 6)
+    applied = h.processor.process("follow", [
+        Record(r.value, r.topic, r.partition, r.offset, r.key) for r in records])
+    assert applied.outcomes == {"applied": 3, "duplicate": 3}
+    assert h.follows.followers_of("bo") == {"ana"}
+    assert h.follows.followers_of("ana") == {"cy"}
+    # a bad file: a clear message naming the line, non-zero exit, nothing sent
+    edges.write_text("ana,bo\nana,ana\n")
+    bad = CliRunner().invoke(app, args)
+    assert bad.exit_code == 1 and "line 2" in bad.output and "follows themselves" in bad.output
