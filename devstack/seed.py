@@ -90,3 +90,25 @@ def seed_users(
     log.info("seeded %d users from %d events (%d applied), %d vectors in %.1f s",
              result.users, result.events, result.applied, result.vectors, result.seconds)
     return result
+
+
+def seed_follows(store: UserStateStore, dataset_name: str, interactions: pd.DataFrame,
+                 batch: int = SEED_BATCH) -> int:
+    """A synthetic follow graph over the seeded users (:func:`synthetic_follows`: MovieLens
+    has none), applied as the stream applies follow events, so that the demo's "From people
+    you follow" row has something to show; how many follows were applied. Applying it again
+    changes nothing (the newest event of a pair wins)."""
+    from adapters.follow_store import FollowChange, FollowStore
+    from recsys_core.dataset import Dataset
+    from recsys_core.follows import synthetic_follows
+
+    empty = pd.DataFrame(columns=["movie_id", "title", "year"])
+    graph = synthetic_follows(Dataset(dataset_name, interactions, empty))
+    follows = FollowStore(store.r, store.keys)
+    changes = [FollowChange(a, b, float(t), True)
+               for a, b, t in graph.itertuples(index=False)]
+    applied = 0
+    for i in range(0, len(changes), batch):
+        applied += sum(follows.apply(changes[i:i + batch]))
+    log.info("seeded %d synthetic follows of %d users", applied, graph["follower"].nunique())
+    return applied

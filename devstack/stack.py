@@ -230,17 +230,19 @@ class Stack:
 
     def _seed(self, rows: Any) -> None:
         from adapters.redis_store import UserStateStore
-        from devstack.seed import seed_users
+        from devstack.seed import seed_follows, seed_users
 
         settings = settings_from_env(self.env())
         store = UserStateStore.from_url(self.redis_url, keys=settings.keys,
                                         cap=settings.user_history_cap)
         try:
             result = seed_users(store, self.dataset_name, rows, self.run.models)
+            follows = seed_follows(store, self.dataset_name, rows)
         finally:
             store.r.close()
         self._phase(f"seeded {result.users:,} users ({result.applied:,} events, "
-                    f"{result.vectors:,} vectors) in {result.seconds:.1f} s")
+                    f"{result.vectors:,} vectors) in {result.seconds:.1f} s, "
+                    f"{follows:,} synthetic follows")
 
     def _add(self, name: str, kind: str, argv: list[str], env: dict[str, str],
              **fields: Any) -> Role:

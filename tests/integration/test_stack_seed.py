@@ -142,3 +142,26 @@ def test_seeding_over_the_cap_keeps_every_movie_as_seen(
         assert len(snap.table) == 50
         assert snap.dropped == rated - set(snap.table.movie_ids)
         assert set(snap.table.movie_ids) | snap.dropped == rated
+
+
+def test_seeded_follows_fill_inboxes_from_the_seeded_histories_once(
+        client: redis.Redis, ml100k: Dataset, unique_name: str) -> None:
+    from adapters.follow_store import FollowStore
+    from devstack.seed import seed_follows
+
+    keys = Keys(unique_name)
+    store = UserStateStore(client, keys=keys)
+    rows = ml100k.interactions[ml100k.interactions["user_id"].isin(
+        [str(u) for u in range(1, 101)])]
+    seed_interactions(store, "ml-100k", rows)
+    applied = seed_follows(store, "ml-100k", rows)
+    assert applied >= 400  # ~8 follows each for 100 users
+    assert seed_follows(store, "ml-100k", rows) == 0  # again: nothing changes
+    follows = FollowStore(client, keys)
+    mine, inbox = follows.read("1")
+    assert mine and inbox  # a new follow brings the followee's newest movies
+    assert {e.followee for e in inbox} <= set(mine)
+    followee = inbox[0].followee
+    assert "1" in follows.followers_of(followee)
+    rated = set(rows.loc[rows["user_id"] == followee, "movie_id"].astype(str))
+    assert {e.movie_id for e in inbox if e.followee == followee} <= rated
