@@ -28,7 +28,7 @@ from recsys_core.activity import HOUR
 from recsys_core.events import ID_PATTERN, MAX_ID_LENGTH
 from serving import metrics, schemas
 from serving.activity import follow_event_log
-from serving.cache import ResponseCache
+from serving.cache import Params, ResponseCache, no_state, params_key, query_key
 from serving.middleware import KeptAnswers, MetricsMiddleware, problem
 from serving.model import ModelHolder, ServingModel
 from serving.producer import EventSender
@@ -224,16 +224,18 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
     # -- recommendations --------------------------------------------------------------------
 
-    def answer_key(model: ServingModel, user_id: str, query: bytes, rev: tuple[str, int]
+    def answer_key(model: ServingModel, user_id: str, params: Params, rev: tuple[str, int]
                    ) -> tuple[Any, ...]:
-        """The same user state (the data set's epoch and the user's revision in it), model,
-        catalogue and question (the raw query string)."""
+        """The same user state (the data set's epoch and the user's revision in it; revision
+        0: no stored state, one key for every such user), model, catalogue and question (the
+        validated parameters, serving/cache.py)."""
         new = service.new_movies
         # a reranked answer also depends on the movie activity: keep it for the same hour
         # of event time only
         hour = (service.activity.for_bundle(model.bundle).now // HOUR
                 if model.trees is not None else None)
-        return (user_id, rev, model.version, len(new), tuple(new.movie_ids[-1:]), query, hour)
+        who = (user_id, rev) if rev[1] else ("cold-start",)
+        return (*who, model.version, len(new), tuple(new.movie_ids[-1:]), params, hour)
 
     def kept(user_id: str, query: bytes) -> bytes | None:
         """The kept answer of a user whose current revision is known without a round trip
@@ -244,8 +246,12 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         known = tracker.known(settings.keys.meta(user_id))
         if known is None:
             return None
+        params = query_key(query, model.surfaces, model.default_surface)
+        if params is None:
+            return None
         # a miss is counted by the request's own look after reading the state
-        return cache.get(answer_key(model, user_id, query, known), count_miss=False)
+        return cache.answer(answer_key(model, user_id, params, known), user_id, known[1],
+                            count_miss=False)
 
     @app.get("/v1/users/{user_id}/recommendations", response_model=schemas.Recommendations,
              tags=["recommendations"], dependencies=reads, responses=read_errors)
@@ -270,13 +276,14 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         popularity blended with the surface's fitted weights; a reason per movie. A user
         with no history gets popular movies and ``fallback_reason: cold_start``."""
         model = service.model()
-        query: bytes = request.scope["query_string"]  # KeptAnswers had no answer kept
+        params = params_key(k, genre or [], year_min, year_max, exclude_seen, exclude or [],
+                            model.surface(surface)[0])  # KeptAnswers had no answer kept
         meta = settings.keys.meta(user_id)
         token = tracker.begin(meta) if cache.size else None
         snap, rev = None, None
         try:
             snap, epoch = await state.user_epoch_async(user_id, model.factors)
-            if epoch is not None and snap.rev > 0:
+            if epoch is not None and (snap.rev > 0 or no_state(snap)):
                 rev = (epoch, snap.rev)
         except StateUnavailable:
             pass
@@ -284,8 +291,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             tracker.end(meta, token, rev)
         key = None
         if rev is not None:
-            key = answer_key(model, user_id, query, rev)
-            hit = cache.get(key)
+            key = answer_key(model, user_id, params, rev)
+            hit = cache.answer(key, user_id, rev[1])
             if hit is not None:
                 return Response(hit, media_type="application/json")
         body, after = service.recommendations(model, snap, user_id, k, genre or [], year_min,
@@ -296,8 +303,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             state.remember_served(user_id, [it["movie_id"] for it in body["items"][:10]])
         # the body is built to the schema already: skip re-validating it (the hot path)
         response = JSONResponse(body, background=BackgroundTask(after) if after else None)
-        if key is not None and body["fallback_reason"] is None:
-            cache.put(key, bytes(response.body))
+        if key is not None and rev is not None:
+            cache.keep(key, user_id, rev[1], bytes(response.body), body["fallback_reason"])
         return response
 
     recommendations_route = next(r for r in app.routes if getattr(r, "endpoint", None)
