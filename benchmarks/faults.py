@@ -292,7 +292,7 @@ def run_scenario(name: str, args: argparse.Namespace, broker: KafkaBroker, rds: 
         "RECSYS_STREAM_DATA_DIR": str(run_dir / label), "RECSYS_STREAM_PARTITIONS": "4",
         "RECSYS_STREAM_SESSION_TIMEOUT": "6", "RECSYS_STREAM_ARCHIVE_SECONDS": "3600",
         "RECSYS_EVENT_LOG_DIR": str(run_dir / label / "eventlog"),
-        "RECSYS_STREAM_METRICS_PORT": "0", "RECSYS_LOG_LEVEL": "warning",
+        "RECSYS_STREAM_METRICS_PORT": "0", "RECSYS_LOG_LEVEL": args.log_level,
     }
     settings = CommonSettings(**{k[7:].lower(): v for k, v in env.items()
                                  if k[7:].lower() in CommonSettings.model_fields})
@@ -335,6 +335,7 @@ def run_scenario(name: str, args: argparse.Namespace, broker: KafkaBroker, rds: 
             prober.done.set()
             prober.join(15)
         counts = count_applied(client, settings)
+        lag = lag_report(client, settings)
     sent = {e["event_id"] for e in events} | set(poster.accepted if poster else [])
     applied = sent & set(counts)
     missing = sent - applied
@@ -361,12 +362,25 @@ def run_scenario(name: str, args: argparse.Namespace, broker: KafkaBroker, rds: 
         "stale_answers": prober.stale if prober else None,
         "seconds_after_fault": round(time.monotonic() - started, 1),
         "redis_oom_replies": oom_after - oom_before,
+        **lag,
         # of the lost: held by the broker (the stream did not apply them), or acked by the
         # broker and then absent from it (the broker lost them)
         "lost_in_broker": len(missing & in_broker),
         "lost_by_broker": len(missing - in_broker) - producer.failed,
         "lost_sample": sorted(missing, key=lambda i: int(i.rsplit("-", 1)[1]))[:5],
     }
+
+
+def lag_report(client: redis.Redis, settings: CommonSettings) -> dict[str, Any]:
+    """The workers' lag as they report it once every event is applied: its sum over the
+    input partitions, how many partitions report, and how old the report is."""
+    time.sleep(6)  # a report or two after the last batch
+    raw = {k.decode(): v.decode() for k, v in client.hgetall(settings.keys.lag()).items()}
+    updated = float(raw.pop("_updated_at", "0") or 0)
+    topic = settings.topic("rating")
+    lags = [int(v) for k, v in raw.items() if k.startswith(f"{topic}:")]
+    return {"lag_after": sum(lags), "lag_partitions": len(lags),
+            "lag_report_age_s": round(time.time() - updated, 1) if updated else None}
 
 
 def broker_ids(bootstrap: str, topic: str) -> set[str]:
@@ -449,6 +463,7 @@ def main() -> None:
                     help="seconds the broker stays down in broker-kill")
     ap.add_argument("--tree", default=str(ROOT), help="checkout whose workers and API run")
     ap.add_argument("--no-api", action="store_true")
+    ap.add_argument("--log-level", default="warning", help="of the workers and the API")
     ap.add_argument("--keep", default=None, help="run directory kept after the run (logs)")
     ap.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
     args = ap.parse_args()

@@ -75,7 +75,7 @@ def test_broker_kill_with_two_workers_loses_and_doubles_nothing(tmp_path: Path) 
     from devstack.object_store import S3Store
 
     args = argparse.Namespace(events=3000, users=200, rate=300.0, tree=str(ROOT),
-                              no_api=False, outage=20.0)
+                              no_api=False, outage=20.0, log_level="warning")
     rds = DurableRedis(tmp_path)
     rds.start()
     try:
