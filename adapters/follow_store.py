@@ -184,14 +184,14 @@ class FollowStore:
         pipe = self.r.pipeline(transaction=False)
         for uid in actors:
             pipe.smembers(self.keys.followers(uid))
-        followers = dict(zip(actors, pipe.execute(), strict=True))
-        if not any(followers.values()):
+        followers = {uid: sorted(m.decode() for m in fans)[: self.fanout_cap]
+                     for uid, fans in zip(actors, pipe.execute(), strict=True) if fans}
+        if not followers:
             return 0
         per_inbox: dict[str, dict[str, float]] = {}
         for a in activities:
-            fans = followers.get(a.user_id) or ()
-            for fan in sorted(fans)[: self.fanout_cap]:
-                per_inbox.setdefault(fan.decode(), {})[a.member()] = a.timestamp
+            for fan in followers.get(a.user_id, ()):
+                per_inbox.setdefault(fan, {})[a.member()] = a.timestamp
         pipe = self.r.pipeline(transaction=False)
         for fan, entries in per_inbox.items():
             key = self.keys.social_inbox(fan)

@@ -411,7 +411,7 @@ class Service:
         if not accepted:
             raise ApiError(422, "no_valid_events", f"all {len(items)} events were rejected; "
                            f"first: {rejected[0]['detail']}", extra={"rejected": rejected})
-        self._send(accepted)
+        self.send(accepted)
         for kind, _ in accepted:
             metrics.EVENTS.labels(kind, "accepted").inc()
         return {"accepted": [e.event_id for _, e in accepted], "rejected": rejected}
@@ -426,7 +426,8 @@ class Service:
         item = {k: v for k, v in fields.items() if v is not None}
         return self.post_events([{"type": kind, "user_id": user_id, **item}])
 
-    def _send(self, events: list[tuple[EventType, Event]]) -> None:
+    def send(self, events: list[tuple[EventType, Event]]) -> None:
+        """Produce validated events; a 503 with Retry-After while the broker is away."""
         try:
             self.sender.send(events)
         except BrokerUnavailable as exc:

@@ -79,7 +79,7 @@ def add_social_routes(app: FastAPI, service: Service, settings: ServingSettings,
             event = parse_event("follow", json.dumps(data).encode())
         except InvalidEvent as exc:
             raise ApiError(422, exc.reason, exc.detail) from None
-        service._send([("follow", event)])  # 503 with Retry-After without a broker
+        service.send([("follow", event)])
         return {"accepted": [event.event_id], "rejected": []}
 
     @app.get("/v1/users/{user_id}/follows", response_model=Follows, tags=["social"],

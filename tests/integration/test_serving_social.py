@@ -34,16 +34,20 @@ OFFSETS = itertools.count()
 T0 = 1_600_000_000.0
 
 
+def settings_for(devstack: DevStack, tmp_path_factory: pytest.TempPathFactory,
+                 ml100k: Dataset, label: str, **extra: Any) -> ServingSettings:
+    name = new_name(label)
+    return ServingSettings(kafka_bootstrap=devstack.kafka_bootstrap,
+                           redis_url=devstack.redis_url,
+                           model_dir=shared_model_dir(tmp_path_factory.getbasetemp(), ml100k),
+                           key_prefix=name, topic_prefix=f"{name}.", **extra)
+
+
 @pytest.fixture(scope="module")
 def api(devstack: DevStack, tmp_path_factory: pytest.TempPathFactory,
         ml100k: Dataset) -> Iterator[TestClient]:
-    name = new_name("social")
-    settings = ServingSettings(kafka_bootstrap=devstack.kafka_bootstrap,
-                               redis_url=devstack.redis_url,
-                               model_dir=shared_model_dir(tmp_path_factory.getbasetemp(),
-                                                          ml100k),
-                               key_prefix=name, topic_prefix=f"{name}.",
-                               api_model_poll_seconds=0.2, api_cache_size=0)
+    settings = settings_for(devstack, tmp_path_factory, ml100k, "social",
+                            api_model_poll_seconds=0.2, api_cache_size=0)
     create_topics(settings)
     with TestClient(create_app(settings)) as client:
         yield client
@@ -112,13 +116,8 @@ def test_from_follows_ranks_what_followees_liked_and_never_what_the_user_saw(
 
 def test_every_write_of_a_users_data_needs_the_events_key(
         devstack: DevStack, tmp_path_factory: pytest.TempPathFactory, ml100k: Dataset) -> None:
-    name = new_name("social-keyed")
-    settings = ServingSettings(kafka_bootstrap=devstack.kafka_bootstrap,
-                               redis_url=devstack.redis_url,
-                               model_dir=shared_model_dir(tmp_path_factory.getbasetemp(),
-                                                          ml100k),
-                               key_prefix=name, topic_prefix=f"{name}.",
-                               api_events_key="e" * 32, api_admin_key="a" * 32)
+    settings = settings_for(devstack, tmp_path_factory, ml100k, "social-keyed",
+                            api_events_key="e" * 32, api_admin_key="a" * 32)
     with TestClient(create_app(settings)) as client:
         for method, path in (("POST", "/v1/users/1/follows"),
                              ("DELETE", "/v1/users/1/follows/2")):
